@@ -1,0 +1,30 @@
+"""Make this checkout importable as ``ansible_collections.ascend.vllm``.
+
+The repository root is the collection root, so modules and tests import their helpers by
+FQCN (``ansible_collections.ascend.vllm.plugins.module_utils...``), exactly as they are
+imported on a managed node. Here a symlink tree under ``.build/`` provides that path.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COLLECTIONS = ROOT / ".build" / "collections"
+
+
+def _link_collection() -> None:
+    link = COLLECTIONS / "ansible_collections" / "ascend" / "vllm"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink():
+        link.symlink_to(ROOT, target_is_directory=True)
+    if str(COLLECTIONS) not in sys.path:
+        sys.path.insert(0, str(COLLECTIONS))
+    # ansible_collections is a namespace package spread over several folders (the
+    # installed `ansible` bundle has one too); forget any earlier import so ours is seen.
+    for name in [m for m in sys.modules if m == "ansible_collections" or m.startswith("ansible_collections.")]:
+        del sys.modules[name]
+
+
+_link_collection()

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The one test command (`make test`, and .ci/run): static checks first (fast, no
+# services), then ansible-test sanity on the built collection, then pytest over the
+# unit, simulator and end-to-end suites. Any failure fails the whole run.
+# `tools/test.sh lint` runs only the static checks.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bin="$root/.venv/bin"
+export PATH="$bin:$PATH"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+lint() {
+  step "ruff"
+  ruff check .
+  ruff format --check .
+  step "yamllint"
+  yamllint --strict .
+  step "ansible-lint (production profile)"
+  ANSIBLE_COLLECTIONS_PATH="$root/.build/collections" ansible-lint --offline --nocolor
+  step "changelog fragments"
+  antsibull-changelog lint
+}
+
+link_collection() {
+  # Playbooks and ansible-lint resolve ascend.vllm.* from this checkout.
+  mkdir -p "$root/.build/collections/ansible_collections/ascend"
+  ln -sfn "$root" "$root/.build/collections/ansible_collections/ascend/vllm"
+}
+
+link_collection
+lint
+[[ "${1:-}" == "lint" ]] && exit 0
+
+step "ansible-test sanity (built collection, --local)"
+tools/sanity.sh
+
+if ls tests/sim/test_cluster.py >/dev/null 2>&1 || compgen -G "molecule/*/molecule.yml" >/dev/null; then
+  step "Docker engine (for simulator and Molecule tests)"
+  tools/docker-engine.sh
+fi
+
+step "pytest"
+pytest
