@@ -30,18 +30,32 @@ PY
 )
 cache="$HOME/.ansible/test/cache"
 mkdir -p "$cache"
-cat > "$cache/get_pip_${pip_version//./_}.py" <<'PY'
+# ansible-test runs pip with a filtered environment, so a CA bundle given to pip through
+# PIP_CERT (networks with a TLS-inspecting proxy) would be lost: the stand-in writes it
+# into each sanity venv's own pip.conf instead.
+ca_bundle=${PIP_CERT:-${REQUESTS_CA_BUNDLE:-}}
+sed "s|@CA_BUNDLE@|$ca_bundle|" > "$cache/get_pip_${pip_version//./_}.py" <<'PY'
 """Stand-in for ansible-test's get-pip bootstrap: ensurepip, then pip install argv."""
 import ensurepip
+import os
 import subprocess
 import sys
 
+CA_BUNDLE = "@CA_BUNDLE@"
 GET_PIP_ONLY = {"--no-setuptools", "--no-wheel"}
+
+if CA_BUNDLE:
+    with open(os.path.join(sys.prefix, "pip.conf"), "w") as conf:
+        conf.write("[global]\ncert = %s\n" % CA_BUNDLE)
 ensurepip.bootstrap(upgrade=True)
+# ensurepip sets PIP_CONFIG_FILE=/dev/null in this process; pip must see the real config.
+os.environ.pop("PIP_CONFIG_FILE", None)
 args = [a for a in sys.argv[1:] if a not in GET_PIP_ONLY]
 sys.exit(subprocess.call([sys.executable, "-m", "pip", "install", *args]))
 PY
 
 cd "$work/collections/ansible_collections/ascend/vllm"
+# ansible-test picks its targets from git; the installed tree is not a checkout.
+git init -q && git add -A
 PATH="$venv/bin:$PATH" "$venv/bin/ansible-test" sanity --local --python "$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" \
   --color no --requirements "$@"

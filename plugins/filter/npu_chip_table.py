@@ -1,5 +1,5 @@
 # Copyright: Contributors to the ascend.vllm project
-# Apache License 2.0 (see LICENSE)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Render npu_smi_info / hccn_info facts as fixed-width text tables for operators."""
 
 from __future__ import annotations
