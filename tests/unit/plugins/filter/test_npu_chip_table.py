@@ -22,7 +22,19 @@ def _chip(npu: int, chip: int, phy_id: int | None, health: str = "OK", used: int
 def test_one_line_per_chip_with_aligned_columns() -> None:
     lines = npu_chip_table([_chip(0, 0, 0), _chip(0, 1, 1, health="Critical", used=12000)])
     assert len(lines) == 3
-    assert lines[0].split() == ["NPU", "Chip", "Phy", "Name", "Health", "HBM", "used/total", "MB", "AICore%", "Temp", "Processes"]
+    assert lines[0].split() == [
+        "NPU",
+        "Chip",
+        "Phy",
+        "Name",
+        "Health",
+        "HBM",
+        "used/total",
+        "MB",
+        "AICore%",
+        "Temp",
+        "Processes",
+    ]
     assert lines[2].split() == ["0", "1", "1", "Ascend910", "Critical", "12000/65536", "0", "41", "-"]
     # Columns line up: every row puts Health at the same offset.
     assert lines[1].index("OK") == lines[2].index("Critical") == lines[0].index("Health")

@@ -1,0 +1,7 @@
+"""Node-side device layer of the Ascend cluster simulator.
+
+No NPU exists on a simulated node: the "driver" is a state directory (``state.py``) that the
+fake ``npu-smi`` (``npu_smi.py``), the fake ``hccn_tool`` (``hccn_tool.py``), the fault CLI
+(``faults.py``) and the simulated vLLM server all read and write. Standard library only; the
+nodes run Debian bookworm's python3.11.
+"""
