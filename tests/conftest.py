@@ -2,7 +2,8 @@
 
 The repository root is the collection root, so modules and tests import their helpers by
 FQCN (``ansible_collections.ascend.vllm.plugins.module_utils...``), exactly as they are
-imported on a managed node. Here a symlink tree under ``.build/`` provides that path.
+imported on a managed node. The symlink tree under ``.build/`` that provides that path is
+made by tools/venv.sh (``make venv``); this also makes it for a bare ``pytest`` run.
 """
 
 from __future__ import annotations

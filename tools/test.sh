@@ -19,18 +19,11 @@ lint() {
   step "yamllint"
   yamllint --strict .
   step "ansible-lint (production profile)"
-  ANSIBLE_COLLECTIONS_PATH="$root/.build/collections" ansible-lint --offline --nocolor
+  ansible-lint --offline --nocolor
   step "changelog fragments"
   antsibull-changelog lint
 }
 
-link_collection() {
-  # Playbooks and ansible-lint resolve ascend.vllm.* from this checkout.
-  mkdir -p "$root/.build/collections/ansible_collections/ascend"
-  ln -sfn "$root" "$root/.build/collections/ansible_collections/ascend/vllm"
-}
-
-link_collection
 lint
 [[ "${1:-}" == "lint" ]] && exit 0
 

@@ -24,6 +24,11 @@ find_python() {
   return 1
 }
 
+# The repo root is the collection: expose it as ascend.vllm to Ansible (ansible.cfg's
+# collections_path) and to Python (tests import ansible_collections.ascend.vllm...).
+mkdir -p "$root/.build/collections/ansible_collections/ascend"
+ln -sfn "$root" "$root/.build/collections/ansible_collections/ascend/vllm"
+
 want=$(sha256sum "$lock" | cut -d' ' -f1)
 if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   exit 0

@@ -40,12 +40,9 @@ _value:
 
 from typing import Any
 
+from ansible_collections.ascend.vllm.plugins.module_utils.text_table import format_rows
+
 _CHIP_COLUMNS = ("NPU", "Chip", "Phy", "Name", "Health", "HBM used/total MB", "AICore%", "Temp", "Processes")
-
-
-def _format_rows(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    return ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
 
 
 def _holders_by_chip(processes: list[dict[str, Any]]) -> dict[tuple[int, Any], list[str]]:
@@ -74,7 +71,7 @@ def npu_chip_table(chips: list[dict[str, Any]], processes: list[dict[str, Any]] 
                 ",".join(names) or "-",
             )
         )
-    return _format_rows(_CHIP_COLUMNS, rows)
+    return format_rows(_CHIP_COLUMNS, rows)
 
 
 class FilterModule:
