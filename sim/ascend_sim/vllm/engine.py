@@ -1,0 +1,272 @@
+"""One simulated engine: queueing, the latency model, prefix cache, metrics and the KV hand-off.
+
+Latency model (environment, seconds; both may be 0, e.g. for proxy benchmarks):
+
+- ``VLLM_SIM_PREFILL_S_PER_TOKEN`` (default 0.00005): prefill time = this x the prompt tokens
+  not found in the prefix cache. A decode whose KV came from a prefill instance skips it
+  (it pays the TCP pull instead).
+- ``VLLM_SIM_DECODE_S_PER_TOKEN`` (default 0.02): the time between two output tokens (one
+  decode step; the running requests step together, as in a batch).
+
+At most ``--max-num-seqs`` requests run at once; the others wait (``num_requests_waiting``).
+The prefix cache (on unless ``--no-enable-prefix-caching``) remembers prompt blocks of
+``--block-size`` tokens (hash-chained, LRU, bounded); a hit is reported in
+``usage.prompt_tokens_details.cached_tokens`` with ``--enable-prompt-tokens-details``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ascend_sim.vllm import kv, logs
+from ascend_sim.vllm.config import ServeConfig
+from ascend_sim.vllm.metrics import Metrics
+from ascend_sim.vllm.tokens import digest
+
+log = logs.get_logger("core.py", proc="EngineCore")
+
+
+class EngineDeadError(Exception):
+    """The (simulated) engine core died: requests fail, /health is 503."""
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return max(0.0, float(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
+class PrefixCache:
+    """Which prompt blocks this engine has computed before (hash chain per block, LRU)."""
+
+    def __init__(self, block_size: int, capacity_blocks: int = 200_000) -> None:
+        self.block_size = block_size
+        self.capacity = capacity_blocks
+        self._blocks: OrderedDict[int, None] = OrderedDict()
+
+    def match_and_insert(self, tokens: list[str]) -> int:
+        """Tokens of ``tokens`` already cached (whole blocks, never the last token)."""
+        bs = self.block_size
+        usable = (max(0, len(tokens) - 1) // bs) * bs
+        cached = 0
+        matching = True
+        chain = 0
+        for start in range(0, (len(tokens) // bs) * bs, bs):
+            chain = hash((chain, tuple(tokens[start : start + bs])))
+            if matching and chain in self._blocks and start + bs <= usable:
+                self._blocks.move_to_end(chain)
+                cached = start + bs
+            else:
+                matching = False
+                self._blocks[chain] = None
+        while len(self._blocks) > self.capacity:
+            self._blocks.popitem(last=False)
+        return cached
+
+
+@dataclass
+class Job:
+    """One request as the engine sees it."""
+
+    request_id: str  # internal id (the external id + a random suffix, as vLLM does)
+    prompt: str
+    prompt_tokens: list[str]
+    output: list[str]
+    finish_reason: str
+    kv_params: dict[str, Any] | None = None
+    cached_tokens: int = 0
+    kv_out: dict[str, Any] | None = None
+    remote_prefill: bool = False
+    arrival: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+
+
+class Engine:
+    def __init__(self, cfg: ServeConfig, metrics: Metrics) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self.dead = False
+        self.prefill_s = _env_float("VLLM_SIM_PREFILL_S_PER_TOKEN", 0.00005)
+        self.decode_s = _env_float("VLLM_SIM_DECODE_S_PER_TOKEN", 0.02)
+        self._slots = asyncio.Semaphore(cfg.max_num_seqs)
+        self._step_waiters: list[asyncio.Future[None]] = []
+        self._ranks = itertools.cycle(cfg.local_dp_ranks)
+        self.prefix_cache = PrefixCache(cfg.block_size) if cfg.enable_prefix_caching else None
+        self.kv_store: kv.KVStore | None = None
+        self.kv_host = kv.advertised_host()
+        self.side_channels: list[kv.SideChannel] = []
+        if cfg.kv_transfer is not None and cfg.kv_transfer.simulated and cfg.kv_transfer.is_producer:
+            self.kv_store = kv.KVStore(cfg.tensor_parallel_size)
+
+    # -- KV side channels ------------------------------------------------------------------
+
+    async def start_kv(self) -> None:
+        """Open the Mooncake handshake ports of every local DP rank (producers serve pulls)."""
+        transfer = self.cfg.kv_transfer
+        if transfer is None or not transfer.simulated:
+            return
+        tp = self.cfg.tensor_parallel_size
+        for rank in self.cfg.local_dp_ranks:
+            engine_id = transfer.engine_id(rank)
+            log.info("Initializing Mooncake Scheduler %s (kv_role=%s)", engine_id, transfer.role)
+            if self.kv_store is None:
+                continue
+            channel = kv.SideChannel(self.kv_store, engine_id, self.kv_host, transfer.side_channel_port(rank, tp), tp)
+            await channel.start()
+            self.side_channels.append(channel)
+
+    async def stop_kv(self) -> None:
+        for channel in self.side_channels:
+            await channel.close()
+        self.side_channels = []
+
+    # -- generation --------------------------------------------------------------------------
+
+    def _remote_prefill_params(self, job: Job) -> dict[str, Any] | None:
+        params = job.kv_params
+        transfer = self.cfg.kv_transfer
+        if not params or not params.get("do_remote_prefill"):
+            return None
+        if transfer is None or not transfer.simulated or not transfer.is_consumer:
+            return None  # no connector: vLLM ignores the params and prefills locally
+        needed = ("remote_engine_id", "remote_host", "remote_port", "remote_request_id")
+        if not params.get("remote_block_ids") or any(params.get(k) in (None, "") for k in needed):
+            log.warning("Got invalid KVTransferParams: %s. This request will not utilize KVTransfer", params)
+            return None
+        return params
+
+    async def generate(self, job: Job) -> AsyncIterator[str]:
+        """Yield the job's output tokens with the latency model; fills ``job.kv_out``."""
+        if self.dead:
+            raise EngineDeadError("EngineCore encountered an issue. See stack trace (above) for the root cause.")
+        self.metrics.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.metrics.waiting -= 1
+        self.metrics.running += 1
+        finished = "abort"
+        try:
+            rank = next(self._ranks)
+            self.metrics.prompt_tokens += len(job.prompt_tokens)
+            remote = self._remote_prefill_params(job)
+            if remote is not None:
+                transfer = self.cfg.kv_transfer
+                assert transfer is not None
+                job.remote_prefill = True
+                try:
+                    await kv.pull(
+                        remote,
+                        local_tp=self.cfg.tensor_parallel_size,
+                        prefill_tp=transfer.prefill_tp or self.cfg.tensor_parallel_size,
+                        prompt_hash=digest(job.prompt).hex(),
+                    )
+                except kv.KVTransferError as exc:
+                    finished = "error"
+                    log.error("Failed to transfer KV cache for request %s: %s", job.request_id, exc)
+                    raise
+            else:
+                if self.prefix_cache is not None:
+                    job.cached_tokens = self.prefix_cache.match_and_insert(job.prompt_tokens)
+                    self.metrics.prefix_queries += len(job.prompt_tokens)
+                    self.metrics.prefix_hits += job.cached_tokens
+                compute = len(job.prompt_tokens) - job.cached_tokens
+                if self.prefill_s and compute > 0:
+                    await asyncio.sleep(self.prefill_s * compute)
+            last = time.monotonic()
+            for i, token in enumerate(job.output):
+                if self.dead:
+                    finished = "error"
+                    raise EngineDeadError(
+                        "EngineCore encountered an issue. See stack trace (above) for the root cause."
+                    )
+                if i > 0 and self.decode_s:
+                    await self._decode_step()
+                now = time.monotonic()
+                if i == 0:
+                    job.first_token_at = now
+                    self.metrics.ttft.observe(now - job.arrival)
+                else:
+                    self.metrics.itl.observe(now - last)
+                last = now
+                self.metrics.generation_tokens += 1
+                yield token
+            finished = job.finish_reason
+            if job.kv_params and job.kv_params.get("do_remote_decode") and job.finish_reason == "length":
+                job.kv_out = self._park(job, rank)
+        finally:
+            self.metrics.running -= 1
+            self._slots.release()
+            if finished in self.metrics.success:
+                self.metrics.success[finished] += 1
+            self.metrics.e2e.observe(time.monotonic() - job.arrival)
+            self.metrics.kv_cache_usage = self._kv_usage()
+
+    async def _decode_step(self) -> None:
+        """Wait for the next decode step of the batch.
+
+        Like vLLM's scheduler, all running requests advance together: one timer per step
+        wakes every request waiting for it (cheaper than a timer per request and token,
+        which matters at hundreds of concurrent streams).
+        """
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        if not self._step_waiters:
+            loop.call_later(self.decode_s, self._finish_step)
+        self._step_waiters.append(waiter)
+        await waiter
+
+    def _finish_step(self) -> None:
+        waiters, self._step_waiters = self._step_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _park(self, job: Job, rank: int) -> dict[str, Any] | None:
+        transfer = self.cfg.kv_transfer
+        if self.kv_store is None or transfer is None:
+            return None
+        engine_id = transfer.engine_id(rank)
+        block_ids = self.kv_store.park(
+            engine_id, job.request_id, len(job.prompt_tokens), self.cfg.block_size, digest(job.prompt).hex()
+        )
+        return {
+            "do_remote_prefill": True,
+            "do_remote_decode": False,
+            "remote_block_ids": block_ids,
+            "remote_num_prompt_tokens": len(job.prompt_tokens),
+            "remote_engine_id": engine_id,
+            "remote_request_id": job.request_id,
+            "remote_host": self.kv_host,
+            "remote_port": transfer.side_channel_port(rank, self.cfg.tensor_parallel_size),
+            "tp_size": self.cfg.tensor_parallel_size,
+            # a token id for the last token; the fake tokenizer has no vocabulary, so hash it
+            "last_token_id": int.from_bytes(digest(job.output[-1] if job.output else "")[:2], "big"),
+        }
+
+    def _kv_usage(self) -> float:
+        parked = self.kv_store.parked_blocks if self.kv_store is not None else 0
+        capacity = 1 << 16
+        busy = self.metrics.running * 8 + parked
+        return min(1.0, busy / capacity)
+
+    def kill(self) -> None:
+        if not self.dead:
+            self.dead = True
+            log.error("EngineCore encountered a fatal error (simulated). The engine is dead: /health now returns 503.")
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (up to ``timeout``) for running requests to finish (graceful shutdown)."""
+        deadline = time.monotonic() + timeout
+        while self.metrics.running + self.metrics.waiting and time.monotonic() < deadline:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.05)

@@ -1,0 +1,152 @@
+"""Prometheus ``/metrics`` with vLLM's metric names (``vllm:`` prefix, ``model_name`` label).
+
+A subset of what vLLM exports, enough for dashboards and the collection's checks:
+running/waiting requests, prompt/generation token counters, finished requests by reason,
+KV cache usage, and the TTFT, inter-token and end-to-end latency histograms.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+TTFT_BUCKETS = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
+    160.0, 640.0, 2560.0,
+)  # fmt: skip
+ITL_BUCKETS = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
+)  # fmt: skip
+E2E_BUCKETS = (
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0,
+    1920.0, 7680.0,
+)  # fmt: skip
+
+
+@dataclass
+class Histogram:
+    buckets: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    n: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * len(self.buckets)
+
+    def observe(self, value: float) -> None:
+        i = bisect.bisect_left(self.buckets, value)
+        if i < len(self.counts):
+            self.counts[i] += 1
+        self.total += value
+        self.n += 1
+
+    def render(self, name: str, labels: str) -> list[str]:
+        lines: list[str] = []
+        running = 0
+        for bound, count in zip(self.buckets, self.counts):
+            running += count
+            lines.append(f'{name}_bucket{{{labels},le="{bound}"}} {float(running)}')
+        lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {float(self.n)}')
+        lines.append(f"{name}_count{{{labels}}} {float(self.n)}")
+        lines.append(f"{name}_sum{{{labels}}} {self.total}")
+        return lines
+
+
+class Metrics:
+    """Counters of one server process; engine index 0 (vLLM labels per engine)."""
+
+    def __init__(self, model_name: str) -> None:
+        self.model_name = model_name
+        self.running = 0
+        self.waiting = 0
+        self.prompt_tokens = 0
+        self.generation_tokens = 0
+        self.success: dict[str, int] = {"stop": 0, "length": 0, "abort": 0, "error": 0}
+        self.kv_cache_usage = 0.0
+        self.ttft = Histogram(TTFT_BUCKETS)
+        self.itl = Histogram(ITL_BUCKETS)
+        self.e2e = Histogram(E2E_BUCKETS)
+        self.prefix_queries = 0
+        self.prefix_hits = 0
+
+    def render(self) -> str:
+        labels = f'engine="0",model_name="{self.model_name}"'
+        out: list[str] = []
+
+        def metric(name: str, kind: str, help_text: str, lines: list[str]) -> None:
+            # prometheus_client names a counter family without its "_total" sample suffix
+            family = name.removesuffix("_total") if kind == "counter" else name
+            out.append(f"# HELP {family} {help_text}")
+            out.append(f"# TYPE {family} {kind}")
+            out.extend(lines)
+
+        metric(
+            "vllm:num_requests_running",
+            "gauge",
+            "Number of requests in model execution batches.",
+            [f"vllm:num_requests_running{{{labels}}} {float(self.running)}"],
+        )
+        metric(
+            "vllm:num_requests_waiting",
+            "gauge",
+            "Number of requests waiting to be processed.",
+            [f"vllm:num_requests_waiting{{{labels}}} {float(self.waiting)}"],
+        )
+        metric(
+            "vllm:kv_cache_usage_perc",
+            "gauge",
+            "KV-cache usage. 1 means 100 percent usage.",
+            [f"vllm:kv_cache_usage_perc{{{labels}}} {self.kv_cache_usage}"],
+        )
+        metric(
+            "vllm:prefix_cache_queries_total",
+            "counter",
+            "Prefix cache queries, in terms of number of queried tokens.",
+            [f"vllm:prefix_cache_queries_total{{{labels}}} {float(self.prefix_queries)}"],
+        )
+        metric(
+            "vllm:prefix_cache_hits_total",
+            "counter",
+            "Prefix cache hits, in terms of number of cached tokens.",
+            [f"vllm:prefix_cache_hits_total{{{labels}}} {float(self.prefix_hits)}"],
+        )
+        metric(
+            "vllm:prompt_tokens_total",
+            "counter",
+            "Number of prefill tokens processed.",
+            [f"vllm:prompt_tokens_total{{{labels}}} {float(self.prompt_tokens)}"],
+        )
+        metric(
+            "vllm:generation_tokens_total",
+            "counter",
+            "Number of generation tokens processed.",
+            [f"vllm:generation_tokens_total{{{labels}}} {float(self.generation_tokens)}"],
+        )
+        metric(
+            "vllm:request_success_total",
+            "counter",
+            "Count of successfully processed requests.",
+            [
+                f'vllm:request_success_total{{{labels},finished_reason="{r}"}} {float(n)}'
+                for r, n in self.success.items()
+            ],
+        )
+        metric(
+            "vllm:time_to_first_token_seconds",
+            "histogram",
+            "Histogram of time to first token in seconds.",
+            self.ttft.render("vllm:time_to_first_token_seconds", labels),
+        )
+        metric(
+            "vllm:inter_token_latency_seconds",
+            "histogram",
+            "Histogram of inter-token latency in seconds.",
+            self.itl.render("vllm:inter_token_latency_seconds", labels),
+        )
+        metric(
+            "vllm:e2e_request_latency_seconds",
+            "histogram",
+            "Histogram of e2e request latency in seconds.",
+            self.e2e.render("vllm:e2e_request_latency_seconds", labels),
+        )
+        return "\n".join(out) + "\n"
