@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Iterator
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 COLLECTIONS = ROOT / ".build" / "collections"
@@ -29,3 +32,11 @@ def _link_collection() -> None:
 
 
 _link_collection()
+
+from tests.sim_cluster import SimCluster, cluster_session  # noqa: E402  (needs the path set up above)
+
+
+@pytest.fixture(scope="session")
+def sim_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimCluster]:
+    """A 2-node simulated A3 cluster shared by every test of the session that needs one."""
+    yield from cluster_session(tmp_path_factory.mktemp("sim-cluster"))

@@ -7,8 +7,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 python=${PYTHON:-python3.12}
 "$python" -m venv "$tmp/venv"
-"$tmp/venv/bin/pip" install --quiet --upgrade pip
-"$tmp/venv/bin/pip" install --quiet -r "$root/requirements/toolchain.in"
+"$tmp/venv/bin/pip" install --quiet --upgrade pip 2>&1 | { grep -v "^WARNING: Location" || true; }
+"$tmp/venv/bin/pip" install --quiet -r "$root/requirements/toolchain.in" 2>&1 | { grep -v "^WARNING: Location" || true; }
 {
   echo "# Locked toolchain: every package pinned. Generated from toolchain.in by 'make lock'"
   echo "# (python3.12 -m venv; pip install -r toolchain.in; pip freeze). Do not edit by hand."

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import ipaddress
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -229,10 +231,44 @@ def cmd_hbm_release(args: argparse.Namespace, directory: Optional[Path]) -> str:
     return _update(directory, fn)
 
 
+NODE_IFACE = "eth0"
+
+
+def _iface_address(dev: Dict[str, Any]) -> str:
+    prefix = ipaddress.IPv4Network(f"0.0.0.0/{dev['netmask']}").prefixlen
+    return f"{dev['ip']}/{prefix}"
+
+
+def _withdraw_address(dev: Dict[str, Any], faults: Dict[str, Any]) -> None:
+    """A DOWN link must also be unreachable from peers: take its address off the node NIC.
+
+    Only an address that is configured is removed (and remembered), so on a machine that is
+    not a simulated node this does nothing.
+    """
+    if shutil.which("ip") is None:
+        return
+    res = subprocess.run(["ip", "-o", "addr", "show", "dev", NODE_IFACE], capture_output=True, text=True, check=False)
+    if res.returncode != 0 or f" {_iface_address(dev)} " not in res.stdout:
+        return
+    subprocess.run(["ip", "addr", "del", _iface_address(dev), "dev", NODE_IFACE], check=False)
+    faults.setdefault("withdrawn_addresses", []).append(dev["ip"])
+
+
+def _restore_address(dev: Dict[str, Any], faults: Dict[str, Any]) -> None:
+    withdrawn = faults.get("withdrawn_addresses", [])
+    if dev["ip"] in withdrawn:
+        subprocess.run(["ip", "addr", "replace", _iface_address(dev), "dev", NODE_IFACE], check=False)
+        withdrawn.remove(dev["ip"])
+
+
 def cmd_link(args: argparse.Namespace, directory: Optional[Path]) -> str:
     def fn(state: Dict[str, Any]) -> str:
         dev = _device(state, args.device)
         old, dev["link"] = dev["link"], args.status
+        if args.status == "DOWN":
+            _withdraw_address(dev, state["faults"])
+        else:
+            _restore_address(dev, state["faults"])
         return f"device {args.device} ({dev['ip']}): link {old} -> {args.status}"
 
     return _update(directory, fn)
@@ -414,6 +450,7 @@ def cmd_clear(args: argparse.Namespace, directory: Optional[Path]) -> str:
         if faults["foreign_processes"]:
             changes.append(f"{len(faults['foreign_processes'])} foreign process(es)")
         for dev in state["hccn"]:
+            _restore_address(dev, faults)
             if dev["link"] != "UP" or dev["net_health"] != "Success":
                 dev["link"], dev["net_health"] = "UP", "Success"
                 changes.append(f"device {dev['device']} network")

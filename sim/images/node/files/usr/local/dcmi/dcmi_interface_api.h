@@ -1,0 +1,1 @@
+/* ascend-sim placeholder: the DCMI API header of the NPU driver */
