@@ -14,7 +14,9 @@ rm -rf "$work"
 mkdir -p "$work/dist"
 "$venv/bin/ansible-galaxy" collection build "$root" --output-path "$work/dist" --force >/dev/null
 tarball=$(ls "$work"/dist/ascend-vllm-*.tar.gz)
-"$venv/bin/ansible-galaxy" collection install --offline --no-deps -p "$work/collections" "$tarball" >/dev/null
+# --force: ansible.cfg already exposes this checkout as ascend.vllm, which galaxy would take as installed.
+ANSIBLE_COLLECTIONS_PATH="$work/collections" "$venv/bin/ansible-galaxy" collection install --offline --no-deps --force \
+  -p "$work/collections" "$tarball" >/dev/null
 echo "==> built and installed offline: $(basename "$tarball")"
 
 # ansible-test bootstraps pip in its sanity virtual environments with a get-pip script it

@@ -6,8 +6,10 @@ built first if missing.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import List
 
@@ -136,3 +138,85 @@ def test_inventory_matches_cluster(cluster: List[str]) -> None:
     assert "ansible_connection: community.docker.docker" in text
     for group, host in (("prefill", NODE1), ("decode", NODE2), ("single", NODE1)):
         assert re.search(rf"^    {group}:\n      hosts:\n        {host}:$", text, re.MULTILINE), text
+
+
+def _start_vllm(name: str, role: str, port: int, kv_port: int) -> None:
+    """A simulated vLLM instance on a node, launched the way the seed's PD scripts do."""
+    kv_config = {
+        "kv_connector": "MooncakeConnectorV1",
+        "kv_role": role,
+        "kv_port": str(kv_port),
+        "engine_id": "0" if role == "kv_producer" else "1",
+        "kv_connector_extra_config": {
+            "use_ascend_direct": True,
+            "prefill": {"dp_size": 1, "tp_size": 2},
+            "decode": {"dp_size": 1, "tp_size": 2},
+        },
+    }
+    devices = ["--device=/dev/davinci0", "--device=/dev/davinci1", "--device=/dev/davinci_manager"]
+    devices += ["--device=/dev/devmm_svm", "--device=/dev/hisi_hdc"]
+    mounts = ["/usr/local/dcmi:/usr/local/dcmi", "/usr/local/bin/npu-smi:/usr/local/bin/npu-smi"]
+    mounts += ["/root/.cache:/root/.cache"]
+    cmd = ["docker", "run", "-d", "--name", f"pd-{role}", "--net=host", "--ipc=host", *devices]
+    cmd += [f"-v={m}" for m in mounts]
+    cmd += ["-e", "ASCEND_RT_VISIBLE_DEVICES=0,1", "-e", "VLLM_SIM_LOAD_SECONDS=0.5", VLLM_IMAGE]
+    cmd += ["vllm", "serve", "/root/.cache/MiniMax-M2.7-w8a8-QuaRot", "--served-model-name", "minimax"]
+    cmd += ["--port", str(port), "--tensor-parallel-size", "2", "--quantization", "ascend"]
+    cmd += ["--kv-transfer-config", json.dumps(kv_config)]
+    node(name, *cmd)
+
+
+def _wait_healthy(name: str, port: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if node(name, "curl", "-sf", f"http://127.0.0.1:{port}/health", check=False).returncode == 0:
+            return
+        time.sleep(0.5)
+    logs = node(name, "docker", "logs", "--tail", "30", f"pd-{'kv_producer' if port == 7000 else 'kv_consumer'}")
+    pytest.fail(f"{name}: vLLM on port {port} not healthy within 60 s:\n{logs.stdout}{logs.stderr}")
+
+
+def _post(name: str, url: str, body: dict) -> dict:
+    out = node(name, "curl", "-sS", "-f", "-H", "Content-Type: application/json", "-d", json.dumps(body), url)
+    return json.loads(out.stdout)
+
+
+def test_prefill_on_one_node_decode_on_the_other_over_mooncake(cluster: List[str]) -> None:
+    _start_vllm(NODE1, "kv_producer", 7000, 36000)
+    _start_vllm(NODE2, "kv_consumer", 7100, 36100)
+    try:
+        _wait_healthy(NODE1, 7000)
+        _wait_healthy(NODE2, 7100)
+        # The chips the instances hold show up in the node's npu-smi, as on a real host.
+        assert "vllm" in node(NODE1, "npu-smi", "info").stdout.lower()
+        request = {"model": "minimax", "messages": [{"role": "user", "content": "Hello, who are you?"}]}
+        prefill_params = {"do_remote_decode": True, "do_remote_prefill": False, "remote_engine_id": None,
+                          "remote_block_ids": None, "remote_host": None, "remote_port": None}  # fmt: skip
+        prefill = _post(
+            NODE1,
+            "http://127.0.0.1:7000/v1/chat/completions",
+            {**request, "max_tokens": 1, "min_tokens": 1, "kv_transfer_params": prefill_params},
+        )
+        params = prefill["kv_transfer_params"]
+        node1_ip = node(NODE1, "hostname", "-i").stdout.split()[0]
+        assert params["do_remote_prefill"] is True
+        assert (params["remote_host"], params["remote_port"]) == (node1_ip, 36000)
+        decoded = _post(
+            NODE2,
+            "http://127.0.0.1:7100/v1/chat/completions",
+            {**request, "max_tokens": 16, "kv_transfer_params": params},
+        )
+        assert decoded["choices"][0]["message"]["content"]
+        assert decoded["usage"]["completion_tokens"] > 1
+        # The blocks were pulled from node1 and freed there: the same params cannot decode twice.
+        again = node(
+            NODE2,
+            "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Content-Type: application/json",
+            "-d", json.dumps({**request, "max_tokens": 16, "kv_transfer_params": params}),
+            "http://127.0.0.1:7100/v1/chat/completions",
+            check=False,
+        )  # fmt: skip
+        assert again.stdout != "200", again.stdout
+    finally:
+        node(NODE1, "docker", "rm", "-f", "pd-kv_producer", check=False)
+        node(NODE2, "docker", "rm", "-f", "pd-kv_consumer", check=False)
