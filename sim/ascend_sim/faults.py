@@ -250,6 +250,9 @@ def _withdraw_address(dev: Dict[str, Any], faults: Dict[str, Any]) -> None:
     res = subprocess.run(["ip", "-o", "addr", "show", "dev", NODE_IFACE], capture_output=True, text=True, check=False)
     if res.returncode != 0 or f" {_iface_address(dev)} " not in res.stdout:
         return
+    # Removing a subnet's primary address drops all its secondaries (the other devices' IPs)
+    # unless secondaries are promoted.
+    Path(f"/proc/sys/net/ipv4/conf/{NODE_IFACE}/promote_secondaries").write_text("1\n")
     subprocess.run(["ip", "addr", "del", _iface_address(dev), "dev", NODE_IFACE], check=False)
     faults.setdefault("withdrawn_addresses", []).append(dev["ip"])
 
