@@ -1,0 +1,325 @@
+# Copyright: Contributors to the ascend.vllm project
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The model and scenario catalogues, and what one role runs as on one host.
+
+``role_spec`` merges, for one host and one role (single, prefill or decode), every layer that
+can set the topology, the ``vllm serve`` flags and the environment, remembering which variable
+set each value, so that an error can name it. Flags the plan writes itself (ports, parallel
+sizes, DP ranks, kv-transfer-config...) are refused in every layer. Nothing here imports Ansible.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence
+
+from ansible_collections.ascend.vllm.plugins.module_utils.plan_values import (
+    CoerceError,
+    HostView,
+    Issues,
+    Layered,
+    deep_merge,
+    normalize_flags,
+    to_bool,
+    to_float,
+    to_int,
+    to_mapping,
+    to_str,
+)
+
+MODE_ROLES = {"single": ("single",), "pd": ("prefill", "decode")}
+ROLES = ("single", "prefill", "decode")
+SCENARIO_KEYS = ("description", "extends", "hardware", "env", "serve_args", *ROLES)
+OVERRIDE_KEYS = ("env", "serve_args", *ROLES)
+ROLE_KEYS = ("tp", "dp", "dp_local", "env", "serve_args")
+MODEL_KEYS = (
+    "description",
+    "path",
+    "served_name",
+    "quantization",
+    "c8",
+    "eagle3",
+    "trust_remote_code",
+    "tool_call_parser",
+    "reasoning_parser",
+)
+# Flags the plan writes itself, and what the operator sets instead.
+PLAN_OWNED_FLAGS = {
+    "model": "ascend_model",
+    "served-model-name": "ascend_served_model_name",
+    "host": "ascend_serve_host",
+    "port": "ascend_<role>_port",
+    "tensor-parallel-size": "the scenario's tp",
+    "data-parallel-size": "the scenario's dp",
+    "data-parallel-rank": "the scenario's dp (the plan numbers the ranks)",
+    "data-parallel-start-rank": "the scenario's dp_local",
+    "data-parallel-size-local": "the scenario's dp_local",
+    "data-parallel-address": "ascend_local_ip of the first host of the role's group",
+    "data-parallel-rpc-port": "ascend_<role>_dp_rpc_port",
+    "kv-transfer-config": "ascend_<role>_kv_port and the scenario's tp / dp",
+}
+
+
+# --- scenarios ---------------------------------------------------------------------------------
+
+
+def _check_keys(entry: Mapping[str, Any], allowed: Sequence[str], what: str) -> None:
+    unknown = [str(k) for k in entry if k not in allowed]
+    if unknown:
+        raise CoerceError(f"{what}: unknown key(s) {', '.join(unknown)} (known: {', '.join(allowed)})")
+
+
+def normalize_scenario(entry: Any, keys: Sequence[str], what: str) -> Dict[str, Any]:
+    """A scenario (or overrides) entry, keys checked, flag names in canonical spelling."""
+    entry = to_mapping(entry)
+    _check_keys(entry, keys, what)
+    sections = [entry]
+    for role in ROLES:
+        if role in entry:
+            entry[role] = to_mapping(entry[role])
+            _check_keys(entry[role], ROLE_KEYS, f"{what}.{role}")
+            sections.append(entry[role])
+    for section in sections:
+        if "serve_args" in section:
+            section["serve_args"] = normalize_flags(to_mapping(section["serve_args"]))
+        if "env" in section:
+            section["env"] = to_mapping(section["env"])
+    return entry
+
+
+def resolve_scenario(catalogue: Mapping[str, Any], name: str) -> Dict[str, Any]:
+    """The named scenario with its ``extends`` chain merged in, parent first."""
+    chain = []
+    current: Optional[str] = name
+    while current:
+        if current in chain:
+            raise CoerceError(f"scenario 'extends' loop: {' -> '.join([*chain, current])}")
+        if current not in catalogue:
+            raise CoerceError(f"no scenario {current!r} in the catalogue (known: {', '.join(sorted(catalogue))})")
+        chain.append(current)
+        parent = to_mapping(catalogue[current]).get("extends")
+        current = to_str(parent) if parent else None
+    merged: Dict[str, Any] = {}
+    for entry in reversed(chain):
+        merged = deep_merge(merged, normalize_scenario(catalogue[entry], SCENARIO_KEYS, f"scenario {entry}"))
+    merged.pop("extends", None)
+    return merged
+
+
+def scenario_mode(scenario: Mapping[str, Any]) -> str:
+    roles = {r for r in ROLES if r in scenario}
+    for mode, mode_roles in MODE_ROLES.items():
+        if roles == set(mode_roles):
+            return mode
+    raise CoerceError("a scenario has either a 'single' section or both 'prefill' and 'decode' sections")
+
+
+# --- models -----------------------------------------------------------------------------------
+
+
+class Model(NamedTuple):
+    name: str
+    path: str
+    served_name: str
+    quantization: Optional[str]
+    c8: bool
+    eagle3: Optional[str]
+    trust_remote_code: bool
+    tool_call_parser: Optional[str]
+    reasoning_parser: Optional[str]
+
+
+def resolve_model(catalogue: Mapping[str, Any], name: str, models_dir: str) -> Model:
+    """The named weights; relative paths are taken under ``ascend_models_dir``."""
+    if name not in catalogue:
+        raise CoerceError(f"no model {name!r} in ascend_models (known: {', '.join(sorted(catalogue))})")
+    entry = to_mapping(catalogue[name])
+    _check_keys(entry, MODEL_KEYS, f"model {name}")
+
+    def text(key: str) -> Optional[str]:
+        value = entry.get(key)
+        return to_str(value) if value not in (None, "") else None
+
+    path, eagle3 = text("path"), text("eagle3")
+    if path is None:
+        raise CoerceError(f"model {name}: 'path' is not set")
+    return Model(
+        name=name,
+        path=posixpath.join(models_dir, path),
+        served_name=text("served_name") or name,
+        quantization=text("quantization"),
+        c8=to_bool(entry.get("c8", False)),
+        eagle3=posixpath.join(models_dir, eagle3) if eagle3 else None,
+        trust_remote_code=to_bool(entry.get("trust_remote_code", True)),
+        tool_call_parser=text("tool_call_parser"),
+        reasoning_parser=text("reasoning_parser"),
+    )
+
+
+def model_flags(model: Model, tool_calling: bool) -> Dict[str, Any]:
+    flags: Dict[str, Any] = {"quantization": model.quantization, "trust-remote-code": model.trust_remote_code}
+    if tool_calling:
+        # The seed's "to test with curl and tool calling" additions. The verify playbook needs
+        # them, and in PD the proxy sends each request (with its tools) to prefill as well.
+        flags.update(
+            {
+                "enable-auto-tool-choice": bool(model.tool_call_parser),
+                "tool-call-parser": model.tool_call_parser,
+                "reasoning-parser": model.reasoning_parser,
+            }
+        )
+    return flags
+
+
+# --- one role on one host ---------------------------------------------------------------------
+
+
+class RoleSpec(NamedTuple):
+    role: str
+    tp: int
+    dp: int
+    dp_local: Optional[int]
+    world: int  # chips of one DP rank: tp x pipeline x prefill-context parallel sizes
+    origin: Dict[str, str]  # tp / dp / dp_local -> the variable that set it
+    flags: Layered
+    env: Layered
+    env_extra: Dict[str, Any]
+
+
+def _sizes(view: HostView, role: str, scenario: str, base: Mapping[str, Any], overrides: Mapping[str, Any]):
+    """tp, dp, dp_local of a role (overrides first) and the variable each came from."""
+    sizes: Dict[str, Optional[int]] = {}
+    origin: Dict[str, str] = {}
+    for key in ("tp", "dp", "dp_local"):
+        sizes[key] = None
+        for variable, section in (
+            (f"ascend_scenario_overrides.{role}.{key}", overrides.get(role) or {}),
+            (f"ascend_scenarios.{scenario}.{role}.{key}", base.get(role) or {}),
+        ):
+            if section.get(key) not in (None, ""):
+                origin[key] = variable
+                try:
+                    sizes[key] = to_int(section[key], minimum=1)
+                except CoerceError as exc:
+                    view.issues.error(view.name, variable, str(exc))
+                    return None
+                break
+        if key != "dp_local" and sizes[key] is None:
+            view.issues.error(view.name, f"ascend_scenarios.{scenario}.{role}.{key}", "not set")
+            return None
+    return sizes, origin
+
+
+def _layers(role: str, scenario: str, base: Mapping[str, Any], overrides: Mapping[str, Any], key: str):
+    """(variable, mapping) of the scenario's and the overrides' ``key`` (serve_args or env), low first."""
+    return [
+        (f"ascend_scenarios.{scenario}.{key}", base.get(key) or {}),
+        (f"ascend_scenarios.{scenario}.{role}.{key}", (base.get(role) or {}).get(key) or {}),
+        (f"ascend_scenario_overrides.{key}", overrides.get(key) or {}),
+        (f"ascend_scenario_overrides.{role}.{key}", (overrides.get(role) or {}).get(key) or {}),
+    ]
+
+
+def role_spec(
+    view: HostView, role: str, scenario: str, base: Mapping[str, Any], overrides: Mapping[str, Any], model: Model
+) -> Optional[RoleSpec]:
+    """What ``role`` runs as on the host of ``view``: topology, flags and env with their origins.
+
+    Flags, low to high: the model entry < scenario < role < overrides < role overrides <
+    ascend_serve_args_extra. Env: ascend_hardware_env < the same scenario layers; the plan's
+    own variables and ascend_env_extra come on top per instance.
+    """
+    sized = _sizes(view, role, scenario, base, overrides)
+    if sized is None:
+        return None
+    sizes, origin = sized
+    flags = Layered()
+    flags.add(
+        f"ascend_models.{model.name}",
+        model_flags(model, view.get("ascend_tool_calling", to_bool, required=False, default=True)),
+    )
+    layers = _layers(role, scenario, base, overrides, "serve_args")
+    try:
+        extra = normalize_flags(view.get("ascend_serve_args_extra", to_mapping, required=False, default={}))
+        layers.append(("ascend_serve_args_extra", extra))
+    except CoerceError as exc:
+        view.issues.error(view.name, "ascend_serve_args_extra", str(exc))
+    for variable, layer in layers:
+        for name in layer:
+            if name in PLAN_OWNED_FLAGS:
+                hint = PLAN_OWNED_FLAGS[name].replace("<role>", role)
+                view.issues.error(view.name, variable, f"--{name} is written by the plan; set {hint} instead")
+        flags.add(variable, {k: v for k, v in layer.items() if k not in PLAN_OWNED_FLAGS})
+    _speculative(view.name, flags, model, view.issues)
+    _check_flag_values(view.name, flags, view.issues)
+
+    env = Layered()
+    env.add("ascend_hardware_env", view.get("ascend_hardware_env", to_mapping, required=False, default={}))
+    for variable, layer in _layers(role, scenario, base, overrides, "env"):
+        env.add(variable, layer)
+
+    world = sizes["tp"]
+    for name in ("pipeline-parallel-size", "prefill-context-parallel-size"):
+        if flags.values.get(name) not in (None, False):
+            try:
+                world *= to_int(flags.values[name], minimum=1)
+            except CoerceError as exc:
+                view.issues.error(view.name, flags.origin.get(name, name), f"--{name}: {exc}")
+    return RoleSpec(
+        role=role,
+        tp=sizes["tp"],
+        dp=sizes["dp"],
+        dp_local=sizes["dp_local"],
+        world=world,
+        origin=origin,
+        flags=flags,
+        env=env,
+        env_extra=view.get("ascend_env_extra", to_mapping, required=False, default={}),
+    )
+
+
+def _speculative(host: str, flags: Layered, model: Model, issues: Issues) -> None:
+    """Fill in the model's EAGLE3 head; refuse EAGLE3 with C8 weights (unsupported, seed FAQ)."""
+    spec = flags.values.get("speculative-config")
+    if spec in (None, False):
+        return
+    variable = flags.origin.get("speculative-config", "speculative-config")
+    if not isinstance(spec, Mapping):
+        issues.error(host, variable, f"--speculative-config must be a mapping, got {spec!r}")
+        return
+    if str(spec.get("method", "")).lower() not in ("eagle3", "eagle"):
+        return
+    if model.c8:
+        issues.error(
+            host,
+            f"{variable} with ascend_model",
+            f"EAGLE3 speculative decoding is not supported with C8 (int8 KV cache) weights ({model.name}); "
+            "drop it with ascend_serve_args_extra: {speculative-config: false} or choose W8A8 weights",
+        )
+    elif "model" not in spec:
+        if model.eagle3 is None:
+            issues.error(host, f"ascend_models.{model.name}.eagle3", f"not set, and {variable} asks for EAGLE3")
+        else:
+            flags.values["speculative-config"] = {**spec, "model": model.eagle3}
+
+
+def _check_flag_values(host: str, flags: Layered, issues: Issues) -> None:
+    """The values vLLM would reject at start that an operator is likely to mistype."""
+    for name, check in (
+        ("gpu-memory-utilization", lambda v: 0 < to_float(v) <= 1),
+        ("max-num-seqs", lambda v: to_int(v, minimum=1) > 0),
+    ):
+        if flags.values.get(name) in (None, False):
+            continue
+        variable = flags.origin.get(name, name)
+        try:
+            if not check(flags.values[name]):
+                issues.error(host, variable, f"--{name} {flags.values[name]} is out of range")
+        except CoerceError as exc:
+            issues.error(host, variable, f"--{name}: {exc}")
+    for name, value in flags.values.items():
+        for negative, positive in (("no-", ""), ("disable-", "enable-")):
+            opposite = positive + name[len(negative) :]
+            if value and name.startswith(negative) and flags.values.get(opposite):
+                where = flags.origin.get(opposite, opposite)
+                issues.error(host, flags.origin.get(name, name), f"--{name} contradicts --{opposite} (from {where})")
