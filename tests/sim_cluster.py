@@ -27,7 +27,7 @@ PREFIX = f"{TEST_PREFIX}{os.getpid()}"
 class SimCluster:
     prefix: str
     nodes: List[str]
-    inventory: Path  # an Ansible inventory of exactly this cluster
+    inventory: Path  # an Ansible inventory directory of exactly this cluster
 
 
 def docker_up() -> bool:
@@ -73,8 +73,11 @@ def cluster_session(tmp_dir: Path) -> Iterator[SimCluster]:
     started = time.monotonic()
     up = sim("up", "--profile", "a3", "--nodes", "2", "--name-prefix", PREFIX)
     print(f"\n{up.stdout}(up took {time.monotonic() - started:.1f} s)")
-    inventory = tmp_dir / "inventory.yml"
-    sim("inventory", "--name-prefix", PREFIX, "--write", str(inventory))
+    # The cluster's hosts, with the simulator inventory's group_vars (hardware, model, scenario...).
+    inventory = tmp_dir / "inventory"
+    inventory.mkdir()
+    (inventory / "group_vars").symlink_to(ROOT / "inventories" / "sim" / "group_vars")
+    sim("inventory", "--name-prefix", PREFIX, "--write", str(inventory / "hosts.yml"))
     try:
         yield SimCluster(PREFIX, [f"{PREFIX}-node1", f"{PREFIX}-node2"], inventory)
     finally:
