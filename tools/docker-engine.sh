@@ -29,6 +29,8 @@ install_packages() {
   command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
   command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
   command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  # the simulated hccn_tool pings for real; its own tests run it on this machine too
+  command -v ping >/dev/null 2>&1 || missing+=(iputils-ping)
   if ((${#missing[@]} == 0)); then
     return
   fi
