@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help venv demo test lint sanity unit lock clean
+.PHONY: help venv demo test lint sanity unit molecule lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -32,3 +32,6 @@ lock: ## Regenerate requirements/toolchain.txt from toolchain.in
 
 clean: ## Remove build output (keeps .venv and the image cache)
 	rm -rf .build tests/output .pytest_cache .ruff_cache
+
+molecule: venv ## Molecule scenarios only (needs Docker; builds the simulator images)
+	@tools/docker-engine.sh && sim/ascend-sim build && for s in molecule/*/; do .venv/bin/molecule test -s $$(basename $$s) || exit 1; done

@@ -35,5 +35,19 @@ if ls tests/sim/test_cluster.py >/dev/null 2>&1 || compgen -G "molecule/*/molecu
   tools/docker-engine.sh
 fi
 
+scenarios=()
+for config in molecule/*/molecule.yml; do
+  [[ -e $config ]] && scenarios+=("$(basename "$(dirname "$config")")")
+done
+if ((${#scenarios[@]})); then
+  step "simulator images (the Molecule platforms are simulated nodes)"
+  sim/ascend-sim build
+  for scenario in "${scenarios[@]}"; do
+    step "molecule test -s $scenario"
+    molecule test -s "$scenario"
+  done
+fi
+
+# Last, so that its closing line is the run's summary.
 step "pytest"
 pytest

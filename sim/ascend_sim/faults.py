@@ -359,6 +359,22 @@ def _hide(path: Path) -> Path:
     return path.with_name(path.name + HIDDEN_SUFFIX)
 
 
+def _move(source: Path, target: Path) -> None:
+    """Rename; a directory that comes from an image's lower overlay layer cannot be renamed
+    (EXDEV), so it is copied (the simulated weights are small) and the original removed."""
+    try:
+        source.rename(target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        if source.is_dir():
+            shutil.copytree(source, target, symlinks=True)
+            shutil.rmtree(source)
+        else:
+            shutil.copy2(source, target)
+            source.unlink()
+
+
 def cmd_weights_missing(args: argparse.Namespace, directory: Optional[Path]) -> str:
     path = Path(args.path).absolute()
 
@@ -370,7 +386,7 @@ def cmd_weights_missing(args: argparse.Namespace, directory: Optional[Path]) -> 
             raise FaultError(f"weights {path}: no such file or directory")
         if hidden.exists():
             raise FaultError(f"weights {path}: {hidden} already exists")
-        path.rename(hidden)
+        _move(path, hidden)
         if str(path) not in state["faults"]["hidden_weights"]:
             state["faults"]["hidden_weights"].append(str(path))
         return f"weights {path}: hidden as {hidden}"
@@ -384,7 +400,7 @@ def _restore(path: Path) -> str:
         return f"weights {path}: nothing to restore"
     if path.exists():
         raise FaultError(f"weights {path}: cannot restore, {path} exists again")
-    hidden.rename(path)
+    _move(hidden, path)
     return f"weights {path}: restored"
 
 

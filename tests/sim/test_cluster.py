@@ -222,3 +222,13 @@ def test_prefill_on_one_node_decode_on_the_other_over_mooncake(cluster: List[str
     finally:
         node(NODE1, "docker", "rm", "-f", "pd-kv_producer", check=False)
         node(NODE2, "docker", "rm", "-f", "pd-kv_consumer", check=False)
+
+
+def test_weights_missing_fault_on_image_layer_weights(cluster: List[str]) -> None:
+    weights = "/root/.cache/MiniMax-M2.7-w8a8-QuaRot"
+    sim("fault", "--name-prefix", PREFIX, "node1", "weights-missing", weights)
+    try:
+        assert node(NODE1, "test", "-e", f"{weights}/config.json", check=False).returncode != 0
+    finally:
+        sim("fault", "--name-prefix", PREFIX, "node1", "weights-restore", weights)
+    assert node(NODE1, "test", "-f", f"{weights}/config.json").returncode == 0

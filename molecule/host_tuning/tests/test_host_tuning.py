@@ -1,0 +1,218 @@
+"""Verify ascend.vllm.host_tuning on the simulated nodes (see ../molecule.yml).
+
+The nodes share this machine's kernel with /proc/sys read-only (but net.*), so the role
+must persist the sysctl file and warn, and the machine's own values must not move. The
+``fresh`` node is never converged: the role runs there in ``--check`` from here, and must
+report what it would change while writing nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import testinfra
+import testinfra.utils.ansible_runner
+
+SCENARIO = Path(__file__).resolve().parent.parent
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
+CONVERGED = sorted(RUNNER.get_hosts("converged"))
+CPUFREQ = set(RUNNER.get_hosts("cpufreq"))
+FRESH = sorted(RUNNER.get_hosts("fresh"))
+
+SYSCTL_FILE = "/etc/sysctl.d/90-ascend-vllm.conf"
+# The seed's keys: read-only in the nodes (or absent from this kernel).
+SYSCTLS = {"vm.swappiness": "0", "kernel.numa_balancing": "0", "kernel.sched_migration_cost_ns": "50000"}
+# Added by converge.yml: per network namespace, writable in the nodes, so applied live.
+NET_KEY, NET_VALUE = "net.ipv4.tcp_keepalive_time", "600"
+UNIT = "ascend-vllm-cpu-governor.service"
+UNIT_FILE = f"/etc/systemd/system/{UNIT}"
+OUTPUTS = "/root/host_tuning_outputs.json"
+GOVERNOR_FILES = "/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_governor"
+JEMALLOC = {
+    "x86_64": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+    "aarch64": "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
+}
+ROLE_TASK = "ascend.vllm.host_tuning : "
+
+
+def node(name):
+    return testinfra.get_host(f"docker://{name}")
+
+
+def proc_path(key):
+    return "/proc/sys/" + key.replace(".", "/")
+
+
+def sysctl_lines(host):
+    lines = {}
+    for line in host.file(SYSCTL_FILE).content_string.splitlines():
+        if line.strip() and not line.startswith(("#", ";")):
+            key, _, value = line.partition("=")
+            lines[key.strip()] = value.strip()
+    return lines
+
+
+def governors(host):
+    out = host.check_output(f"cat {GOVERNOR_FILES}")
+    return out.split()
+
+
+def run_converge(limit, *extra):
+    """Run converge.yml against `limit` with the JSON callback; return (rc, report)."""
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_NOCOLOR="1")
+    cmd = [
+        str(Path(sys.executable).with_name("ansible-playbook")),
+        "-i",
+        INVENTORY,
+        str(SCENARIO / "converge.yml"),
+        "-e",
+        f"host_tuning_molecule_hosts={limit}",
+        *extra,
+    ]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, cwd=SCENARIO)
+    try:
+        report = json.loads(res.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"ansible-playbook output is not JSON (rc {res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return res.returncode, report
+
+
+def task_results(report, host):
+    """Task name -> that host's result, for every task of every play."""
+    out = {}
+    for play in report["plays"]:
+        for task in play["tasks"]:
+            if host in task["hosts"]:
+                out[task["task"]["name"]] = task["hosts"][host]
+    return out
+
+
+@pytest.mark.parametrize("name", CONVERGED)
+def test_sysctl_file_persists_the_keys_this_kernel_has(name):
+    host = node(name)
+    f = host.file(SYSCTL_FILE)
+    assert f.is_file
+    assert (f.user, f.group, f.mode) == ("root", "root", 0o644)
+    assert f.content_string.startswith("# Managed by Ansible (ascend.vllm.host_tuning)")
+    lines = sysctl_lines(host)
+    for key, value in SYSCTLS.items():
+        if host.file(proc_path(key)).exists:
+            assert lines.get(key) == value, key
+        else:
+            assert key not in lines, f"{key} is not a sysctl of this kernel but was persisted"
+    assert lines.get(NET_KEY) == NET_VALUE
+
+
+@pytest.mark.parametrize("name", CONVERGED)
+def test_writable_sysctl_applied_live(name):
+    host = node(name)
+    assert host.file(proc_path(NET_KEY)).content_string.strip() == NET_VALUE
+
+
+@pytest.mark.parametrize("name", CONVERGED)
+def test_live_sysctls_of_this_machine_unchanged(name):
+    host = node(name)
+    assert "ro" in host.mount_point("/proc/sys").options
+    before = json.loads((EPHEMERAL / "machine-sysctls.json").read_text())
+    for key, value in before.items():
+        assert Path(proc_path(key)).read_text().strip() == value, f"this machine's {key} changed"
+        assert host.file(proc_path(key)).content_string.strip() == value
+
+
+@pytest.mark.parametrize("name", CONVERGED)
+def test_outputs_and_warnings(name):
+    host = node(name)
+    outputs = json.loads(host.file(OUTPUTS).content_string)
+    assert outputs["host_tuning_jemalloc_path"] == JEMALLOC[host.system_info.arch]
+    warnings = outputs["host_tuning_warnings"]
+    for key, value in SYSCTLS.items():
+        if host.file(proc_path(key)).exists:
+            expected = f"{key}={value} persisted in {SYSCTL_FILE} but not applied now: {proc_path(key)} is read-only"
+        else:
+            expected = f"{key} is not a sysctl of this kernel"
+        assert any(w.startswith(expected) for w in warnings), (expected, warnings)
+    assert not any(NET_KEY in w for w in warnings), warnings
+    governor_warnings = [w for w in warnings if w.startswith("CPU governor")]
+    if name in CPUFREQ:
+        assert governor_warnings == []
+    else:
+        assert len(governor_warnings) == 1
+        assert "not set and not persisted: no cpufreq on this host" in governor_warnings[0]
+
+
+@pytest.mark.parametrize("name", CONVERGED)
+def test_jemalloc_installed_at_the_computed_path(name):
+    host = node(name)
+    assert host.package("libjemalloc2").is_installed
+    assert host.file(JEMALLOC[host.system_info.arch]).exists
+
+
+@pytest.mark.parametrize("name", [n for n in CONVERGED if n not in CPUFREQ])
+def test_no_cpufreq_writes_nothing(name):
+    host = node(name)
+    assert not host.file("/sys/devices/system/cpu/cpu0/cpufreq").exists
+    assert not host.file(UNIT_FILE).exists
+
+
+@pytest.mark.parametrize("name", [n for n in CONVERGED if n in CPUFREQ])
+def test_governor_set_now_and_at_boot(name):
+    host = node(name)
+    assert set(governors(host)) == {"performance"}
+    unit = host.file(UNIT_FILE)
+    assert unit.is_file and unit.mode == 0o644
+    assert "echo performance >" in unit.content_string
+    assert host.run(f"systemctl is-enabled {UNIT}").stdout.strip() == "enabled"
+    # What a reboot does: the unit sets every CPU again.
+    host.check_output(f"for f in {GOVERNOR_FILES}; do echo powersave > $f; done")
+    assert set(governors(host)) == {"powersave"}
+    host.check_output(f"systemctl restart {UNIT}")
+    assert set(governors(host)) == {"performance"}
+
+
+@pytest.mark.parametrize("name", FRESH)
+def test_check_mode_reports_changes_and_writes_nothing(name):
+    rc, report = run_converge(name, "--check")
+    assert rc == 0, report["stats"]
+    stats = report["stats"][name]
+    assert stats["failures"] == 0 and stats["unreachable"] == 0
+    tasks = task_results(report, name)
+    would_change = {
+        "Create the sysctl file with a header",
+        "Apply the kernel parameters now and persist them where /proc/sys is writable",
+        "Persist the kernel parameters that cannot be applied now",
+        "Set the CPU governor on every CPU now",
+        "Install the unit that sets the CPU governor at boot",
+        "Install jemalloc",
+    }
+    for task in would_change:
+        assert tasks[ROLE_TASK + task].get("changed"), f"--check does not report: {task}"
+    assert "cpu0: powersave -> performance" in tasks[ROLE_TASK + "Set the CPU governor on every CPU now"]["stdout"]
+    warned = [r["msg"] for r in tasks[ROLE_TASK + "Warn about tuning this host does not allow"]["results"]]
+    assert any(
+        m.startswith("WARNING (host_tuning): vm.swappiness=0 would be persisted in") and "is read-only here" in m
+        for m in warned
+    ), warned
+
+    host = node(name)
+    assert host.file(proc_path(NET_KEY)).content_string.strip() != NET_VALUE
+    assert not host.file(SYSCTL_FILE).exists
+    assert not host.file(UNIT_FILE).exists
+    assert not host.package("libjemalloc2").is_installed
+    assert set(governors(host)) == {"powersave"}
+    assert not host.file(OUTPUTS).exists
+
+
+def test_check_mode_on_converged_nodes_changes_nothing():
+    rc, report = run_converge("converged", "--check")
+    assert rc == 0, report["stats"]
+    for name in CONVERGED:
+        changed = [task for task, result in task_results(report, name).items() if result.get("changed")]
+        assert changed == [], f"--check on converged {name} reports changes"
+        assert report["stats"][name]["failures"] == 0
