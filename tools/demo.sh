@@ -20,12 +20,18 @@ sim/ascend-sim up --profile a3 --nodes 3
 step "NPU and fabric facts of every node (playbooks/facts.yml)"
 ansible-playbook -i inventories/sim playbooks/facts.yml
 
+step "Single-node MiniMax-M2.7 deployment on ascend-sim-node1, verified (playbooks/single_node.yml)"
+ansible-playbook -i inventories/sim playbooks/single_node.yml
+
 cat <<'TXT'
 
-Demo done. Today it shows the fact gathering every deployment is gated on (the plan,
-preflight and single-node / PD deployment playbooks are still to come). Try a fault:
+Demo done: MiniMax-M2.7 (simulated) serves on ascend-sim-node1:8000, verified through the
+OpenAI API (health, models, chat, the weather tool call, streaming). Try:
+  sim/ascend-sim exec node1 curl -s localhost:8000/v1/models
+  sim/ascend-sim exec node1 npu-smi info                        # the instance holds chips 0-15
+  .venv/bin/ansible-playbook -i inventories/sim playbooks/single_node.yml   # again: changed=0
   sim/ascend-sim fault ascend-sim-node2 chip-health 3 Critical
-  .venv/bin/ansible-playbook -i inventories/sim playbooks/facts.yml   # fails naming the chip
+  .venv/bin/ansible-playbook -i inventories/sim playbooks/facts.yml          # fails naming the chip
   sim/ascend-sim fault ascend-sim-node2 clear
 Tear the cluster down with: sim/ascend-sim down
 TXT
