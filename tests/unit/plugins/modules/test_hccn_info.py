@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.ascend.vllm.plugins.modules import hccn_info
+from tests.unit.plugins.modules.module_runner import ModuleExit, run_module
 
 ROOT = Path(__file__).resolve().parents[4]
 FIXTURES = ROOT / "tests" / "unit" / "fixtures" / "hccn"
@@ -104,21 +103,6 @@ class FakeTool:
         return [json.loads(line) for line in self.log.read_text(encoding="utf-8").splitlines()]
 
 
-class ModuleExit(Exception):
-    def __init__(self, result: Dict[str, Any], failed: bool) -> None:
-        super().__init__(result.get("msg", ""))
-        self.result = result
-        self.failed = failed
-
-
-def _exit_json(self: basic.AnsibleModule, **kwargs: Any) -> None:
-    raise ModuleExit(kwargs, failed=False)
-
-
-def _fail_json(self: basic.AnsibleModule, msg: str, **kwargs: Any) -> None:
-    raise ModuleExit(dict(kwargs, msg=msg, failed=True), failed=True)
-
-
 @pytest.fixture
 def tool(tmp_path: Path) -> FakeTool:
     return FakeTool(tmp_path, count=2)
@@ -128,12 +112,7 @@ def run(args: Dict[str, Any], fake: Optional[FakeTool] = None) -> ModuleExit:
     if fake is not None:
         fake.save()
         args = dict({"hccn_tool_path": str(fake.path)}, **args)
-    with patch_module_args(args), pytest.MonkeyPatch.context() as mp:
-        mp.setattr(basic.AnsibleModule, "exit_json", _exit_json)
-        mp.setattr(basic.AnsibleModule, "fail_json", _fail_json)
-        with pytest.raises(ModuleExit) as exc:
-            hccn_info.main()
-    return exc.value
+    return run_module(hccn_info.main, args)
 
 
 def ok(args: Dict[str, Any], fake: Optional[FakeTool] = None) -> Dict[str, Any]:

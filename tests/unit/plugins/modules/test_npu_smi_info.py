@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.ascend.vllm.plugins.modules import npu_smi_info
+from tests.unit.plugins.modules.module_runner import ModuleExit, module_failed, module_ok, run_module
 
 ROOT = Path(__file__).resolve().parents[4]
 FIXTURES = ROOT / "tests" / "unit" / "fixtures" / "npu_smi"
@@ -52,40 +51,16 @@ class FakeNpuSmi:
         return self.log.read_text(encoding="utf-8").splitlines()
 
 
-class ModuleExit(Exception):
-    def __init__(self, result: Dict[str, Any], failed: bool) -> None:
-        super().__init__(result.get("msg", ""))
-        self.result = result
-        self.failed = failed
-
-
-def _exit_json(self: basic.AnsibleModule, **kwargs: Any) -> None:
-    raise ModuleExit(kwargs, failed=False)
-
-
-def _fail_json(self: basic.AnsibleModule, msg: str, **kwargs: Any) -> None:
-    raise ModuleExit(dict(kwargs, msg=msg, failed=True), failed=True)
-
-
 def run(args: Dict[str, Any]) -> ModuleExit:
-    with patch_module_args(args), pytest.MonkeyPatch.context() as mp:
-        mp.setattr(basic.AnsibleModule, "exit_json", _exit_json)
-        mp.setattr(basic.AnsibleModule, "fail_json", _fail_json)
-        with pytest.raises(ModuleExit) as exc:
-            npu_smi_info.main()
-    return exc.value
+    return run_module(npu_smi_info.main, args)
 
 
 def ok(args: Dict[str, Any]) -> Dict[str, Any]:
-    done = run(args)
-    assert not done.failed, done.result["msg"]
-    return done.result
+    return module_ok(npu_smi_info.main, args)
 
 
 def failed(args: Dict[str, Any]) -> Dict[str, Any]:
-    done = run(args)
-    assert done.failed, done.result
-    return done.result
+    return module_failed(npu_smi_info.main, args)
 
 
 def fake(tmp_path: Path, fixture: str, **kwargs: Any) -> FakeNpuSmi:
