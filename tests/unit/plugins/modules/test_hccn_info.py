@@ -8,8 +8,6 @@ and logs every argv, so the tests see exactly what the module runs and how it re
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -17,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import pytest
 
 from ansible_collections.ascend.vllm.plugins.modules import hccn_info
-from tests.unit.plugins.modules.module_runner import ModuleExit, run_module
+from tests.unit.plugins.modules.module_runner import ModuleExit, adhoc_failure, run_module
 
 ROOT = Path(__file__).resolve().parents[4]
 FIXTURES = ROOT / "tests" / "unit" / "fixtures" / "hccn"
@@ -410,35 +408,7 @@ def test_devices_and_device_count_are_exclusive(tool: FakeTool) -> None:
 def test_ansible_adhoc_runs_the_module(tool: FakeTool, tmp_path: Path) -> None:
     tool.set(1, "link", (0, fixture("link_down.txt")))
     tool.save()
-    env = dict(
-        os.environ,
-        ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".build" / "collections"),
-        ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-local"),
-        ANSIBLE_REMOTE_TEMP=str(tmp_path / "ansible-remote"),
-        ANSIBLE_LOCALHOST_WARNING="false",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
-        ANSIBLE_NOCOLOR="true",
-        ANSIBLE_DEPRECATION_WARNINGS="false",
-    )
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible"),
-            "localhost",
-            "-m",
-            "ascend.vllm.hccn_info",
-            "-a",
-            f"hccn_tool_path={tool.path} devices=0,1 require_link_up=true",
-            "-o",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    line = next(line for line in proc.stdout.splitlines() if line.startswith("localhost | FAILED! => "))
-    result = json.loads(line.split(" => ", 1)[1])
+    result = adhoc_failure("hccn_info", f"hccn_tool_path={tool.path} devices=0,1 require_link_up=true", tmp_path)
     assert result["msg"] == "device 1: link DOWN"
     assert [d["link"] for d in result["devices"]] == ["UP", "DOWN"]
     assert result["devices"][0]["ip"] == "192.168.100.101"

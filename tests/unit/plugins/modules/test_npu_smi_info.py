@@ -7,19 +7,16 @@ The fake logs its arguments, so the tests also see that the module runs exactly 
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
 
 from ansible_collections.ascend.vllm.plugins.modules import npu_smi_info
-from tests.unit.plugins.modules.module_runner import ModuleExit, module_failed, module_ok, run_module
+from tests.unit.plugins.modules.module_runner import ModuleExit, adhoc_failure, module_failed, module_ok, run_module
 
 ROOT = Path(__file__).resolve().parents[4]
 FIXTURES = ROOT / "tests" / "unit" / "fixtures" / "npu_smi"
@@ -307,37 +304,7 @@ def test_bare_name_falls_back_to_usr_local_bin(tmp_path: Path, monkeypatch: pyte
 
 def test_ansible_adhoc_runs_the_module(tmp_path: Path) -> None:
     tool = fake(tmp_path, "a3_busy_mixed_health.txt")
-    env = dict(
-        os.environ,
-        ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".build" / "collections"),
-        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-        ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-local"),
-        ANSIBLE_REMOTE_TEMP=str(tmp_path / "ansible-remote"),
-        ANSIBLE_LOCALHOST_WARNING="false",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
-        ANSIBLE_NOCOLOR="true",
-        ANSIBLE_DEPRECATION_WARNINGS="false",
-    )
-    proc = subprocess.run(
-        [
-            str(ROOT / ".venv" / "bin" / "ansible"),
-            "localhost",
-            "-m",
-            "ascend.vllm.npu_smi_info",
-            "-a",
-            f"npu_smi_path={tool.path} require_healthy=true",
-            "-o",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    # -o prints "localhost | FAILED! => {...}" on one line (after a note that the task failed).
-    line = next(line for line in proc.stdout.splitlines() if line.startswith("localhost | FAILED! => "))
-    result = json.loads(line.split(" => ", 1)[1])
+    result = adhoc_failure("npu_smi_info", f"npu_smi_path={tool.path} require_healthy=true", tmp_path)
     assert result["changed"] is False
     assert result["problems"] == [
         "npu 2 chip 1 (index 5): health Warning",
