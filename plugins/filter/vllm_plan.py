@@ -70,8 +70,9 @@ _value:
       type: list
       elements: dict
     proxies:
-      description: PD only, one per host of group C(proxy) - C(host), C(port), and the C(prefill)
-        and C(decode) endpoints (C(host), C(ip), C(port), C(url)).
+      description: PD only, one per host of group C(proxy) - C(host), C(port), C(image) (the
+        vLLM-Ascend image the proxy runs from), and the C(prefill) and C(decode) endpoints
+        (C(name) as C(host/instance name), C(host), C(ip), C(port), C(url)), every DP rank.
       type: list
       elements: dict
     errors:

@@ -437,7 +437,8 @@ def _warn_fused_mc2_on_a2(inst: Instance, env: Mapping[str, str], issues: Issues
         issues.warn(inst.host.name, "ascend_scenario", "fused MC2 is on, on A2 hardware (seed 9.2.2: for A3 only)")
 
 
-def _proxies(names: List[str], views: Mapping[str, HostView], instances: List[Instance], issues: Issues):
+def _proxies(names: List[str], views: Mapping[str, HostView], records: List[Dict[str, Any]], issues: Issues):
+    """One record per proxy host: where it listens, its image, and every prefill / decode rank."""
     if not names:
         issues.warn("group proxy", "groups", "no proxy host: PD needs a proxy in front of prefill and decode")
     proxies = []
@@ -445,12 +446,12 @@ def _proxies(names: List[str], views: Mapping[str, HostView], instances: List[In
         port = views[name].port("ascend_proxy_port")
         if port is None:
             continue
-        proxy: Dict[str, Any] = {"host": name, "port": port}
+        proxy: Dict[str, Any] = {"host": name, "port": port, "image": views[name].get("ascend_vllm_image", to_str)}
         for role in MODE_ROLES["pd"]:
             proxy[role] = [
-                {"host": i.host.name, "ip": i.host.ip, "port": i.port, "url": f"http://{i.host.ip}:{i.port}"}
-                for i in instances
-                if i.role == role
+                {"name": f"{r['host']}/{r['name']}", **{key: r[key] for key in ("host", "ip", "port", "url")}}
+                for r in records
+                if r["role"] == role
             ]
         proxies.append(proxy)
     return proxies
@@ -646,7 +647,7 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]], groups: Mapping[str, A
         _check_prefill_tp(members, specs, issues)
     sizes = {role: (spec.tp, spec.dp) for role in roles for spec in [specs[role][members[role][0]]]}
     result["instances"] = [_record(i, models[i.host.name], mode == "pd", sizes, issues) for i in instances]
-    result["proxies"] = _proxies(members["proxy"], views, instances, issues) if mode == "pd" else []
+    result["proxies"] = _proxies(members["proxy"], views, result["instances"], issues) if mode == "pd" else []
     pd_hosts = {i.host.name: i.host.chips_per_node for i in instances} if mode == "pd" else {}
     check_ports(port_claims(instances, result["proxies"]), pd_hosts, issues)
     _check_chips_unique(instances, issues)

@@ -195,10 +195,15 @@ def test_pd_env_network_proxies_and_prepends() -> None:
 
 
 def test_pd_proxy_record() -> None:
-    (proxy,) = ok(plan(ascend_scenario="a3_pd_1p1d_200k"))["proxies"]
+    result = ok(plan(ascend_scenario="a3_pd_1p1d_200k"))
+    (proxy,) = result["proxies"]
     assert (proxy["host"], proxy["port"]) == ("a3-node1", 8009)
     assert [(e["ip"], e["port"]) for e in proxy["prefill"]] == [("192.0.2.11", 7000), ("192.0.2.11", 7001)]
     assert [e["url"] for e in proxy["decode"]] == ["http://192.0.2.12:7100", "http://192.0.2.12:7101"]
+    # Each backend is named like its instance record, so proxy logs and metrics match the plan.
+    assert [e["name"] for e in proxy["prefill"]] == ["a3-node1/vllm-prefill-dp0", "a3-node1/vllm-prefill-dp1"]
+    assert set(by_name(result)) >= {e["name"] for e in proxy["prefill"] + proxy["decode"]}
+    assert proxy["image"] == result["instances"][0]["container"]["image"]
 
 
 @pytest.mark.parametrize(
