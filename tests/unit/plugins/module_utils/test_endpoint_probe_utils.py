@@ -23,8 +23,6 @@ from ansible_collections.ascend.vllm.plugins.module_utils.endpoint_probe import 
     DEFAULT_PROMPT,
     WEATHER_TOOL,
     ProbeError,
-    SSEEvent,
-    SSEParser,
     StreamProbe,
     chat_body,
     check_chat,
@@ -40,6 +38,7 @@ from ansible_collections.ascend.vllm.plugins.module_utils.endpoint_probe import 
     tool_call_body,
     wait_healthy,
 )
+from ansible_collections.ascend.vllm.plugins.module_utils.sse import SSEEvent, SSEParser
 
 BASE = "http://10.0.0.1:8000"
 CHAT_URL = BASE + "/v1/chat/completions"

@@ -1,0 +1,228 @@
+"""The backend pools: health state, in-flight load and the choice of instance. No I/O.
+
+Each backend (one vLLM instance = one DP rank) is in one of these states:
+
+``unknown``   just configured; not routed to until its first health check passes.
+``healthy``   routed to.
+``ejected``   failed ``failures_to_eject`` times in a row (health checks or requests); not
+              routed to. Health checks go on; after ``successes_to_admit`` passing checks in a
+              row it moves to ``probation``.
+``probation`` half-open: it gets one request at a time; the first success makes it healthy
+              again, the first failure ejects it again.
+``removed``   taken out of the configuration (SIGHUP or the admin API); gets no new requests
+              and disappears once its in-flight requests end.
+
+The choice is the least-loaded routable backend, load being the in-flight requests and the
+prompt tokens they carry, weighted per phase: prefill time grows with prompt length, decode
+load with the number of running sequences. Ties go round-robin. With prefix affinity, a
+prefill request goes to the backend that rendezvous hashing picks for its prompt prefix, so
+requests sharing a long prefix hit the same prefix cache, unless that backend is far busier
+than the least-loaded one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
+
+from .config import Instance
+
+UNKNOWN, HEALTHY, EJECTED, PROBATION, REMOVED = "unknown", "healthy", "ejected", "probation", "removed"
+
+# Load of one in-flight request, in prompt-token equivalents, on top of its prompt tokens.
+REQUEST_WEIGHT = {"prefill": 256, "decode": 8192}
+# Prefix affinity yields to balance when the preferred backend's load exceeds
+# AFFINITY_SLACK x the least load + one request's weight.
+AFFINITY_SLACK = 2.0
+
+
+class Backend:
+    __slots__ = (
+        "consecutive_failures",
+        "consecutive_successes",
+        "in_flight",
+        "in_flight_tokens",
+        "instance",
+        "last_error",
+        "phase",
+        "since",
+        "state",
+    )
+
+    def __init__(self, phase: str, instance: Instance, now: float) -> None:
+        self.phase = phase
+        self.instance = instance
+        self.state = UNKNOWN
+        self.since = now  # when the state last changed
+        self.in_flight = 0
+        self.in_flight_tokens = 0
+        self.consecutive_failures = 0
+        self.consecutive_successes = 0
+        self.last_error: Optional[str] = None
+
+    @property
+    def name(self) -> str:
+        return self.instance.name
+
+    @property
+    def url(self) -> str:
+        return self.instance.url
+
+    def load(self) -> float:
+        return self.in_flight * REQUEST_WEIGHT[self.phase] + self.in_flight_tokens
+
+    def routable(self) -> bool:
+        return self.state == HEALTHY or (self.state == PROBATION and self.in_flight == 0)
+
+    def describe(self) -> Dict[str, object]:
+        return {
+            "name": self.name,
+            "url": self.url,
+            "phase": self.phase,
+            "state": self.state,
+            "since": round(self.since, 3),
+            "in_flight": self.in_flight,
+            "in_flight_tokens": self.in_flight_tokens,
+            "consecutive_failures": self.consecutive_failures,
+            "last_error": self.last_error,
+        }
+
+
+class Pool:
+    """The backends of one phase."""
+
+    def __init__(
+        self,
+        phase: str,
+        instances: Iterable[Instance],
+        *,
+        failures_to_eject: int,
+        successes_to_admit: int,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Optional[Callable[[Backend, str], None]] = None,
+    ) -> None:
+        self.phase = phase
+        self.failures_to_eject = failures_to_eject
+        self.successes_to_admit = successes_to_admit
+        self.clock = clock
+        self.on_change = on_change  # (backend, old state): for logs
+        self.backends: Dict[str, Backend] = {}
+        self._turn = 0
+        for instance in instances:
+            self.add(instance)
+
+    # -- membership ----------------------------------------------------------------------------
+
+    def add(self, instance: Instance) -> Backend:
+        """Add an instance (or re-add a removed one); it is routed to once a health check passes."""
+        current = self.backends.get(instance.url)
+        if current is not None and current.state != REMOVED:
+            current.instance = instance  # a new name for the same URL
+            return current
+        backend = Backend(self.phase, instance, self.clock())
+        if current is not None:  # a removed backend still finishing requests keeps its counts
+            backend.in_flight, backend.in_flight_tokens = current.in_flight, current.in_flight_tokens
+        self.backends[instance.url] = backend
+        return backend
+
+    def remove(self, url: str) -> Optional[Backend]:
+        backend = self.backends.get(url)
+        if backend is None or backend.state == REMOVED:
+            return None
+        self._set(backend, REMOVED)
+        self._forget_if_idle(backend)
+        return backend
+
+    def reconcile(self, instances: Sequence[Instance]) -> List[str]:
+        """Make the pool hold exactly ``instances``; returns what changed, for the log."""
+        wanted = {i.url: i for i in instances}
+        changes = []
+        for url in [u for u, b in self.backends.items() if b.state != REMOVED and u not in wanted]:
+            self.remove(url)
+            changes.append(f"removed {self.phase} {url}")
+        for url, instance in wanted.items():
+            existing = self.backends.get(url)
+            if existing is None or existing.state == REMOVED:
+                changes.append(f"added {self.phase} {url}")
+            self.add(instance)
+        return changes
+
+    def active(self) -> List[Backend]:
+        return [b for b in self.backends.values() if b.state != REMOVED]
+
+    def counts(self) -> Dict[str, int]:
+        active = self.active()
+        return {"healthy": sum(b.state == HEALTHY for b in active), "total": len(active)}
+
+    # -- choice --------------------------------------------------------------------------------
+
+    def choose(self, exclude: Iterable[str] = (), affinity_key: Optional[str] = None) -> Optional[Backend]:
+        """The backend for the next request, or None when no routable backend is left."""
+        excluded = set(exclude)
+        candidates = [b for b in self.backends.values() if b.routable() and b.url not in excluded]
+        if not candidates:
+            return None
+        self._turn += 1
+        start = self._turn % len(candidates)
+        ordered = candidates[start:] + candidates[:start]  # round-robin among equals
+        least = min(ordered, key=Backend.load)
+        if affinity_key is None or len(candidates) == 1:
+            return least
+        preferred = max(candidates, key=lambda b: _rendezvous(affinity_key, b.url))
+        limit = AFFINITY_SLACK * least.load() + REQUEST_WEIGHT[self.phase]
+        return preferred if preferred.load() <= limit else least
+
+    def start(self, backend: Backend, tokens: int) -> None:
+        backend.in_flight += 1
+        backend.in_flight_tokens += tokens
+
+    def finish(self, backend: Backend, tokens: int) -> None:
+        backend.in_flight -= 1
+        backend.in_flight_tokens -= tokens
+        self._forget_if_idle(backend)
+
+    # -- health --------------------------------------------------------------------------------
+
+    def succeeded(self, backend: Backend, *, check: bool = False) -> None:
+        """A request (or, with ``check``, a health check) to ``backend`` went well."""
+        backend.consecutive_failures = 0
+        backend.last_error = None if backend.state != EJECTED else backend.last_error
+        if backend.state == UNKNOWN:
+            self._set(backend, HEALTHY)
+        elif backend.state == EJECTED and check:
+            backend.consecutive_successes += 1
+            if backend.consecutive_successes >= self.successes_to_admit:
+                self._set(backend, PROBATION)
+        elif backend.state == PROBATION and not check:
+            self._set(backend, HEALTHY)
+
+    def failed(self, backend: Backend, reason: str) -> None:
+        """A request or health check failed for a reason that is the backend's, not the client's."""
+        backend.last_error = reason
+        backend.consecutive_successes = 0
+        backend.consecutive_failures += 1
+        if backend.state == PROBATION or (
+            backend.state in (HEALTHY, UNKNOWN) and backend.consecutive_failures >= self.failures_to_eject
+        ):
+            self._set(backend, EJECTED)
+
+    def _set(self, backend: Backend, state: str) -> None:
+        old = backend.state
+        if old == state:
+            return
+        backend.state = state
+        backend.since = self.clock()
+        if state in (EJECTED, PROBATION):
+            backend.consecutive_successes = 0
+        if self.on_change is not None:
+            self.on_change(backend, old)
+
+    def _forget_if_idle(self, backend: Backend) -> None:
+        if backend.state == REMOVED and backend.in_flight == 0 and self.backends.get(backend.url) is backend:
+            del self.backends[backend.url]
+
+
+def _rendezvous(key: str, url: str) -> int:
+    digest = hashlib.blake2b(f"{url}\0{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")

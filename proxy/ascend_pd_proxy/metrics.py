@@ -1,0 +1,127 @@
+"""Prometheus metrics in the text exposition format, without a client library.
+
+The vLLM-Ascend image is not guaranteed to ship ``prometheus_client``, and the few series the
+proxy keeps need only counters, gauges computed at scrape time, and fixed-bucket histograms.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Callable, Dict, Iterable, List, Sequence, Tuple
+
+Labels = Tuple[Tuple[str, str], ...]
+
+# Seconds: from well under a millisecond (the proxy's own work) to many minutes (a 200k prefill).
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(labels: Labels, extra: str = "") -> str:
+    parts = [f'{k}="{_escape(v)}"' for k, v in labels]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+class Counter:
+    def __init__(self, name: str, help_text: str) -> None:
+        self.name, self.help = name, help_text
+        self.values: Dict[Labels, float] = {}
+
+    def inc(self, labels: Labels = (), amount: float = 1.0) -> None:
+        self.values[labels] = self.values.get(labels, 0.0) + amount
+
+    def render(self) -> List[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
+        lines += [f"{self.name}{_labels(k)} {v:g}" for k, v in sorted(self.values.items())]
+        return lines
+
+
+class Gauge:
+    """A gauge read at scrape time from ``collect()`` -> ``[(labels, value), ...]``."""
+
+    def __init__(self, name: str, help_text: str, collect: Callable[[], Iterable[Tuple[Labels, float]]]) -> None:
+        self.name, self.help, self.collect = name, help_text, collect
+
+    def render(self) -> List[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge"]
+        lines += [f"{self.name}{_labels(k)} {v:g}" for k, v in sorted(self.collect())]
+        return lines
+
+
+class Histogram:
+    def __init__(self, name: str, help_text: str, buckets: Sequence[float] = LATENCY_BUCKETS) -> None:
+        self.name, self.help = name, help_text
+        self.buckets = tuple(buckets)
+        self.series: Dict[Labels, List[float]] = {}  # per-bucket counts, then +Inf count, then sum
+
+    def observe(self, labels: Labels, value: float) -> None:
+        series = self.series.get(labels)
+        if series is None:
+            series = self.series[labels] = [0.0] * (len(self.buckets) + 2)
+        series[bisect.bisect_left(self.buckets, value)] += 1
+        series[-1] += value
+
+    def render(self) -> List[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
+        for labels, series in sorted(self.series.items()):
+            running = 0.0
+            for bound, count in zip(self.buckets, series):
+                running += count
+                le = f'le="{bound:g}"'
+                lines.append(f"{self.name}_bucket{_labels(labels, le)} {running:g}")
+            running += series[len(self.buckets)]
+            inf = 'le="+Inf"'
+            lines.append(f"{self.name}_bucket{_labels(labels, inf)} {running:g}")
+            lines.append(f"{self.name}_count{_labels(labels)} {running:g}")
+            lines.append(f"{self.name}_sum{_labels(labels)} {series[-1]:.6f}")
+        return lines
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.metrics: List[object] = []
+
+    def counter(self, name: str, help_text: str) -> Counter:
+        metric = Counter(name, help_text)
+        self.metrics.append(metric)
+        return metric
+
+    def gauge(self, name: str, help_text: str, collect: Callable[[], Iterable[Tuple[Labels, float]]]) -> Gauge:
+        metric = Gauge(name, help_text, collect)
+        self.metrics.append(metric)
+        return metric
+
+    def histogram(self, name: str, help_text: str) -> Histogram:
+        metric = Histogram(name, help_text)
+        self.metrics.append(metric)
+        return metric
+
+    def render(self) -> str:
+        lines: List[str] = []
+        for metric in self.metrics:
+            lines += metric.render()  # type: ignore[attr-defined]
+        return "\n".join(lines) + "\n"

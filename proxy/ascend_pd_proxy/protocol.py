@@ -1,0 +1,204 @@
+"""The prefill/decode protocol of vLLM-Ascend's MooncakeConnectorV1, as pure functions.
+
+A client request becomes two backend requests under one request id:
+
+1. prefill: the client body with ``stream: false``, ``max_tokens: 1`` (and
+   ``max_completion_tokens: 1`` when the client sent it), ``min_tokens: 1``, no
+   ``stream_options``, and ``kv_transfer_params`` asking for a remote decode. The prefill
+   instance computes the KV cache, parks it, and answers with the ``kv_transfer_params`` that
+   tell a decode instance where to pull it from.
+2. decode: the client's own body plus those ``kv_transfer_params``; a non-streaming client
+   request loses ``stream_options`` (vLLM rejects them without ``stream: true``).
+
+Also here: checking a client body before anything is sent (a bad one is a 4xx, never a
+backend call), the OpenAI-style error bodies, and the prompt measures balancing uses.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Optional, Tuple
+
+CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+
+# What a prefill request asks of the connector: compute the KV, keep it for a remote decode.
+PREFILL_KV_REQUEST: Dict[str, Any] = {
+    "do_remote_decode": True,
+    "do_remote_prefill": False,
+    "remote_engine_id": None,
+    "remote_block_ids": None,
+    "remote_host": None,
+    "remote_port": None,
+}
+
+# Rough characters per token, to compare prompt sizes without a tokenizer. Only the ratio
+# between requests matters to balancing, so one constant for all text is enough.
+CHARS_PER_TOKEN = 4
+
+
+class RequestError(Exception):
+    """The client's request is wrong: answered with ``status`` and an OpenAI-style error body."""
+
+    def __init__(self, status: int, message: str, param: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+
+    def body(self) -> Dict[str, Any]:
+        return error_body(self.status, self.message, param=self.param)
+
+
+ERROR_TYPES = {
+    400: "BadRequestError",
+    401: "AuthenticationError",
+    403: "PermissionDeniedError",
+    404: "NotFoundError",
+    405: "MethodNotAllowedError",
+    413: "RequestEntityTooLargeError",
+    415: "UnsupportedMediaTypeError",
+    429: "RateLimitError",
+    499: "ClientClosedRequest",
+    500: "InternalServerError",
+    502: "BadGatewayError",
+    503: "ServiceUnavailableError",
+    504: "GatewayTimeoutError",
+}
+
+
+def error_body(status: int, message: str, *, param: Optional[str] = None) -> Dict[str, Any]:
+    """vLLM's error shape: ``{"error": {"message", "type", "param", "code"}}``."""
+    return {"error": {"message": message, "type": ERROR_TYPES.get(status, "Error"), "param": param, "code": status}}
+
+
+def sse_error_event(status: int, message: str) -> bytes:
+    """The event that ends a stream that failed after its headers were sent (as vLLM does)."""
+    return b"data: " + json.dumps(error_body(status, message), ensure_ascii=False).encode() + b"\n\n"
+
+
+def parse_client_body(raw: bytes, path: str) -> Dict[str, Any]:
+    """Decode and check a client request body; every problem is a :class:`RequestError` (4xx)."""
+    if not raw:
+        raise RequestError(400, "the request has no body: send a JSON object")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise RequestError(400, f"the request body must be a JSON object, got {type(body).__name__}")
+    if path == CHAT:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise RequestError(400, "'messages' must be a non-empty list", param="messages")
+        if not all(isinstance(m, dict) for m in messages):
+            raise RequestError(400, "each entry of 'messages' must be an object", param="messages")
+    else:
+        prompt = body.get("prompt")
+        if prompt is None or prompt == "" or prompt == []:
+            raise RequestError(400, "'prompt' is required", param="prompt")
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise RequestError(400, f"'stream' must be true or false, got {stream!r}", param="stream")
+    for key in ("max_tokens", "max_completion_tokens"):
+        value = body.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise RequestError(400, f"'{key}' must be a positive integer, got {value!r}", param=key)
+    if body.get("kv_transfer_params") is not None:
+        # The proxy owns the PD hand-over; a client value would point decode at arbitrary KV.
+        raise RequestError(400, "'kv_transfer_params' is set by the proxy, not by clients", param="kv_transfer_params")
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise RequestError(400, f"'n' must be 1 with prefill/decode disaggregation, got {n!r}", param="n")
+    return body
+
+
+def is_stream(body: Dict[str, Any]) -> bool:
+    return bool(body.get("stream"))
+
+
+def prefill_body(body: Dict[str, Any]) -> Dict[str, Any]:
+    request = dict(body)
+    request["stream"] = False
+    request["max_tokens"] = 1
+    if "max_completion_tokens" in body:
+        request["max_completion_tokens"] = 1
+    request["min_tokens"] = 1
+    request.pop("stream_options", None)
+    request["kv_transfer_params"] = dict(PREFILL_KV_REQUEST)
+    return request
+
+
+def decode_body(body: Dict[str, Any], kv_transfer_params: Dict[str, Any]) -> Dict[str, Any]:
+    request = dict(body)
+    request["kv_transfer_params"] = kv_transfer_params
+    if not is_stream(body):
+        request.pop("stream_options", None)
+    return request
+
+
+class PrefillAnswerError(Exception):
+    """A prefill instance answered 200 with something a decode cannot use."""
+
+
+def read_prefill_answer(raw: bytes) -> Tuple[Dict[str, Any], Optional[int]]:
+    """The ``kv_transfer_params`` of a prefill answer and its cached-token count (if reported)."""
+    try:
+        answer = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise PrefillAnswerError(f"the answer is not JSON: {raw[:200]!r}") from None
+    if not isinstance(answer, dict):
+        raise PrefillAnswerError(f"the answer is not a JSON object: {raw[:200]!r}")
+    params = answer.get("kv_transfer_params")
+    if not isinstance(params, dict) or not params:
+        raise PrefillAnswerError(
+            "the answer has no kv_transfer_params: is the instance started with "
+            "--kv-transfer-config and kv_role kv_producer?"
+        )
+    usage = answer.get("usage")
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return params, cached if isinstance(cached, int) and not isinstance(cached, bool) else None
+
+
+def _text_length(content: Any) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
+        return sum(len(part.get("text") or "") for part in content if isinstance(part, dict))
+    return 0
+
+
+def prompt_tokens_estimate(body: Dict[str, Any]) -> int:
+    """Approximate prompt length in tokens: the load a request puts on a prefill instance."""
+    if "messages" in body:
+        chars = sum(_text_length(m.get("content")) for m in body["messages"] if isinstance(m, dict))
+        tools = body.get("tools")
+        if tools:
+            chars += len(json.dumps(tools))
+        return max(1, chars // CHARS_PER_TOKEN)
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+        return len(prompt)  # already token ids
+    if isinstance(prompt, list):
+        return max(1, sum(len(p) if isinstance(p, (str, list)) else 0 for p in prompt) // CHARS_PER_TOKEN)
+    return max(1, len(str(prompt)) // CHARS_PER_TOKEN)
+
+
+def prefix_key(body: Dict[str, Any], chars: int) -> str:
+    """The start of the prompt, for prefix affinity: requests sharing it share prefill KV cache."""
+    if "messages" in body:
+        parts = []
+        size = 0
+        for message in body["messages"]:
+            if not isinstance(message, dict):
+                continue
+            content = message.get("content")
+            text = content if isinstance(content, str) else json.dumps(content, sort_keys=True)
+            parts.append(f"{message.get('role')}:{text}")
+            size += len(parts[-1])
+            if size >= chars:
+                break
+        return "\n".join(parts)[:chars]
+    prompt = body.get("prompt")
+    return (prompt if isinstance(prompt, str) else json.dumps(prompt))[:chars]
