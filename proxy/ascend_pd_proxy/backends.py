@@ -7,10 +7,14 @@ Each backend (one vLLM instance = one DP rank) is in one of these states:
 ``ejected``   failed ``failures_to_eject`` times in a row (health checks or requests); not
               routed to. Health checks go on; after ``successes_to_admit`` passing checks in a
               row it moves to ``probation``.
-``probation`` half-open: it gets one request at a time; the first success makes it healthy
-              again, the first failure ejects it again.
+``probation`` half-open: it gets one request at a time; the first successful request (or
+              ``successes_to_admit`` more passing checks) makes it healthy again, the
+              first failure ejects it again.
 ``removed``   taken out of the configuration (SIGHUP or the admin API); gets no new requests
               and disappears once its in-flight requests end.
+
+When every backend of a phase is ejected, the ejected ones are tried anyway (panic mode, as
+Envoy does): a request then fails only if they really are down.
 
 The choice is the least-loaded routable backend, load being the in-flight requests and the
 prompt tokens they carry, weighted per phase: prefill time grows with prompt length, decode
@@ -117,14 +121,16 @@ class Pool:
     def add(self, instance: Instance) -> Backend:
         """Add an instance (or re-add a removed one); it is routed to once a health check passes."""
         current = self.backends.get(instance.url)
-        if current is not None and current.state != REMOVED:
-            current.instance = instance  # a new name for the same URL
-            return current
-        backend = Backend(self.phase, instance, self.clock())
-        if current is not None:  # a removed backend still finishing requests keeps its counts
-            backend.in_flight, backend.in_flight_tokens = current.in_flight, current.in_flight_tokens
-        self.backends[instance.url] = backend
-        return backend
+        if current is None:
+            backend = self.backends[instance.url] = Backend(self.phase, instance, self.clock())
+            return backend
+        current.instance = instance  # possibly a new name for the same URL
+        if current.state == REMOVED:
+            # Same object: requests still in flight on it will call finish() on it.
+            current.consecutive_failures = current.consecutive_successes = 0
+            current.last_error = None
+            self._set(current, UNKNOWN)
+        return current
 
     def remove(self, url: str) -> Optional[Backend]:
         backend = self.backends.get(url)
@@ -152,8 +158,9 @@ class Pool:
         return [b for b in self.backends.values() if b.state != REMOVED]
 
     def counts(self) -> Dict[str, int]:
+        """``healthy``: the backends routed to (healthy or on probation); ``total``: all configured."""
         active = self.active()
-        return {"healthy": sum(b.state == HEALTHY for b in active), "total": len(active)}
+        return {"healthy": sum(b.state in (HEALTHY, PROBATION) for b in active), "total": len(active)}
 
     # -- choice --------------------------------------------------------------------------------
 
@@ -161,6 +168,10 @@ class Pool:
         """The backend for the next request, or None when no routable backend is left."""
         excluded = set(exclude)
         candidates = [b for b in self.backends.values() if b.routable() and b.url not in excluded]
+        if not candidates:
+            # Panic mode: with every backend ejected (an overload can fail health checks
+            # everywhere at once), trying one beats refusing all traffic until checks recover.
+            candidates = [b for b in self.backends.values() if b.state == EJECTED and b.url not in excluded]
         if not candidates:
             return None
         self._turn += 1
@@ -190,11 +201,12 @@ class Pool:
         backend.last_error = None if backend.state != EJECTED else backend.last_error
         if backend.state == UNKNOWN:
             self._set(backend, HEALTHY)
-        elif backend.state == EJECTED and check:
+        elif backend.state in (EJECTED, PROBATION) and check:
+            # Without traffic a probation would never end: passing checks complete it too.
             backend.consecutive_successes += 1
             if backend.consecutive_successes >= self.successes_to_admit:
-                self._set(backend, PROBATION)
-        elif backend.state == PROBATION and not check:
+                self._set(backend, PROBATION if backend.state == EJECTED else HEALTHY)
+        elif backend.state == PROBATION:
             self._set(backend, HEALTHY)
 
     def failed(self, backend: Backend, reason: str) -> None:

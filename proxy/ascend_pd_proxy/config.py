@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
@@ -120,7 +121,7 @@ def _number(raw: Dict[str, Any], key: str, default: float, path: str, *, integer
             value = int(value) if integer else float(value)
         except ValueError:
             raise ConfigError(f"{path}: expected a number, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(f"{path}: expected a number, got {value!r}")
     if integer and value != int(value):
         raise ConfigError(f"{path}: expected an integer, got {value!r}")
@@ -158,7 +159,7 @@ def parse_url(url: Any, path: str) -> str:
         port = parts.port
     except ValueError:
         raise ConfigError(f"{path}: bad port in {url!r}") from None
-    if port is None:
+    if not port:
         raise ConfigError(f"{path}: {url!r} has no port (vLLM instances listen on their --port)")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ConfigError(f"{path}: {url!r} must be a base URL without a path (the proxy adds /v1/...)")
@@ -187,11 +188,13 @@ def _pool(raw: Dict[str, Any], phase: str) -> Pool:
     if not isinstance(items, list) or not items:
         raise ConfigError(f"{phase}.instances: at least one instance URL is required")
     instances = tuple(parse_instance(item, f"{phase}.instances[{i}]") for i, item in enumerate(items))
-    seen: Dict[str, int] = {}
-    for i, inst in enumerate(instances):
-        if inst.url in seen:
-            raise ConfigError(f"{phase}.instances[{i}].url: {inst.url} repeats {phase}.instances[{seen[inst.url]}]")
-        seen[inst.url] = i
+    for key in ("url", "name"):  # names label the metrics, so they must be unique too
+        seen: Dict[str, int] = {}
+        for i, inst in enumerate(instances):
+            value = getattr(inst, key)
+            if value in seen:
+                raise ConfigError(f"{phase}.instances[{i}].{key}: {value} repeats {phase}.instances[{seen[value]}]")
+            seen[value] = i
     return Pool(instances=instances, api_key=_optional_str(section, "api_key", f"{phase}.api_key"))
 
 

@@ -39,6 +39,11 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def _number(value: float) -> str:
+    """Exact text: ``:g`` would print 1234567 as 1.23457e+06 and make counters stall."""
+    return str(int(value)) if float(value).is_integer() else repr(round(float(value), 9))
+
+
 def _labels(labels: Labels, extra: str = "") -> str:
     parts = [f'{k}="{_escape(v)}"' for k, v in labels]
     if extra:
@@ -56,7 +61,7 @@ class Counter:
 
     def render(self) -> List[str]:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
-        lines += [f"{self.name}{_labels(k)} {v:g}" for k, v in sorted(self.values.items())]
+        lines += [f"{self.name}{_labels(k)} {_number(v)}" for k, v in sorted(self.values.items())]
         return lines
 
 
@@ -68,7 +73,7 @@ class Gauge:
 
     def render(self) -> List[str]:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge"]
-        lines += [f"{self.name}{_labels(k)} {v:g}" for k, v in sorted(self.collect())]
+        lines += [f"{self.name}{_labels(k)} {_number(v)}" for k, v in sorted(self.collect())]
         return lines
 
 
@@ -92,12 +97,12 @@ class Histogram:
             for bound, count in zip(self.buckets, series):
                 running += count
                 le = f'le="{bound:g}"'
-                lines.append(f"{self.name}_bucket{_labels(labels, le)} {running:g}")
+                lines.append(f"{self.name}_bucket{_labels(labels, le)} {_number(running)}")
             running += series[len(self.buckets)]
             inf = 'le="+Inf"'
-            lines.append(f"{self.name}_bucket{_labels(labels, inf)} {running:g}")
-            lines.append(f"{self.name}_count{_labels(labels)} {running:g}")
-            lines.append(f"{self.name}_sum{_labels(labels)} {series[-1]:.6f}")
+            lines.append(f"{self.name}_bucket{_labels(labels, inf)} {_number(running)}")
+            lines.append(f"{self.name}_count{_labels(labels)} {_number(running)}")
+            lines.append(f"{self.name}_sum{_labels(labels)} {_number(series[-1])}")
         return lines
 
 

@@ -85,6 +85,8 @@ def parse_client_body(raw: bytes, path: str) -> Dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RequestError(400, "the request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise RequestError(400, f"the request body must be a JSON object, got {type(body).__name__}")
     if path == CHAT:
@@ -180,6 +182,8 @@ def prompt_tokens_estimate(body: Dict[str, Any]) -> int:
     prompt = body.get("prompt")
     if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
         return len(prompt)  # already token ids
+    if isinstance(prompt, list) and prompt and all(isinstance(p, list) for p in prompt):
+        return max(1, sum(len(p) for p in prompt))  # a batch of token-id lists
     if isinstance(prompt, list):
         return max(1, sum(len(p) if isinstance(p, (str, list)) else 0 for p in prompt) // CHARS_PER_TOKEN)
     return max(1, len(str(prompt)) // CHARS_PER_TOKEN)
