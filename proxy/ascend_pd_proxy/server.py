@@ -281,8 +281,12 @@ class Proxy:
             try:
                 kv_params = await self._prefill(prefill, path, body, attempt_id, tokens)
                 phase = "decode"
+                # Choose again now: the loads changed while the prefill ran (minutes, for long prompts).
+                decode = self.pools["decode"].choose(tried["decode"]) or decode
                 if stream:
-                    return await self._decode_stream(request, decode, body, kv_params, attempt_id, tokens, started)
+                    return await self._decode_stream(
+                        request, decode, body, kv_params, attempt_id, tokens, started, request_id
+                    )
                 return await self._decode_json(decode, body, kv_params, attempt_id, tokens, path, request_id)
             except BackendRejection as exc:
                 return web.Response(
@@ -410,6 +414,7 @@ class Proxy:
         request_id: str,
         tokens: int,
         started: float,
+        client_id: str,
     ) -> web.StreamResponse:
         assert self.session is not None
         pool = self.pools["decode"]
@@ -448,7 +453,7 @@ class Proxy:
             self.m_phase.observe(self._labels(backend), time.perf_counter() - began)
 
             # Phase 2: committed. From here a failure is an SSE error event, never a silent end.
-            response = web.StreamResponse(status=200, headers={**SSE_HEADERS, "X-Request-Id": request_id})
+            response = web.StreamResponse(status=200, headers={**SSE_HEADERS, "X-Request-Id": client_id})
             await response.prepare(request)
             await response.write(b"".join(_encode_event(e) for e in first))
             self.m_ttft.observe((), time.perf_counter() - started)
@@ -557,7 +562,8 @@ class Proxy:
         return web.Response(text=self.registry.render(), content_type="text/plain", charset="utf-8")
 
     async def not_found(self, request: web.Request) -> web.Response:
-        known = {protocol.CHAT: "POST", protocol.COMPLETIONS: "POST", "/v1/models": "GET", "/health": "GET"}
+        known = {protocol.CHAT: "POST", protocol.COMPLETIONS: "POST", "/admin/backends": "GET, POST or DELETE"}
+        known.update(dict.fromkeys(("/v1/models", "/health", "/healthcheck", "/metrics"), "GET"))
         if request.path in known:
             return error_response(405, f"{request.method} is not allowed on {request.path}; use {known[request.path]}")
         return error_response(404, f"no route {request.method} {request.path}")
