@@ -19,7 +19,7 @@ from aiohttp import web
 
 from . import __version__
 from .config import Config, ConfigError, load
-from .server import Proxy, log
+from .server import Proxy, log, make_runner
 
 
 def _arguments(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -40,12 +40,7 @@ def _ssl_context(cfg: Config) -> Optional[ssl.SSLContext]:
 
 async def serve(cfg: Config, config_path: Optional[str]) -> int:
     proxy = Proxy(cfg, config_path)
-    runner = web.AppRunner(
-        proxy.app(),
-        handler_cancellation=True,  # a client that leaves cancels its upstream requests
-        access_log=logging.getLogger("ascend_pd_proxy.access") if cfg.access_log else None,
-        shutdown_timeout=1.0,
-    )
+    runner = make_runner(proxy)
     await runner.setup()
     site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=_ssl_context(cfg), backlog=2048)
     try:

@@ -716,3 +716,13 @@ class Proxy:
             except asyncio.TimeoutError:
                 log.warning("drain timeout: cancelling %d requests still in flight", self.in_flight)
         await runner.cleanup()
+
+
+def make_runner(proxy: Proxy) -> web.AppRunner:
+    """The aiohttp runner of a proxy, as ``__main__`` serves it (and the tests do)."""
+    return web.AppRunner(
+        proxy.app(),
+        handler_cancellation=True,  # a client that leaves cancels its upstream requests
+        access_log=logging.getLogger("ascend_pd_proxy.access") if proxy.cfg.access_log else None,
+        shutdown_timeout=1.0,
+    )

@@ -25,7 +25,7 @@ import aiohttp
 from aiohttp import web
 
 from ascend_pd_proxy.config import parse
-from ascend_pd_proxy.server import Proxy
+from ascend_pd_proxy.server import Proxy, make_runner
 
 HOST = "127.0.0.1"
 CHAT = "/v1/chat/completions"
@@ -380,7 +380,7 @@ async def running(
     if config_path is not None:
         config_path.write_text(json.dumps(raw))
     proxy = Proxy(parse(raw), str(config_path) if config_path else None)
-    runner = web.AppRunner(proxy.app(), handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
+    runner = make_runner(proxy)
     await runner.setup()
     site = web.TCPSite(runner, HOST, 0)
     await site.start()
