@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help venv demo test lint sanity unit molecule lock clean
+.PHONY: help venv demo test lint sanity unit molecule lock clean bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ sanity: venv ## ansible-test sanity on the built collection
 
 unit: venv ## Unit tests only (no Docker)
 	@.venv/bin/pytest -m "not docker"
+
+bench: venv ## Proxy overhead benchmark vs direct-to-decode (~5 min; ARGS=--quick for ~1 min)
+	@.venv/bin/python benchmarks/proxy_overhead.py $(ARGS)
 
 lock: ## Regenerate requirements/toolchain.txt from toolchain.in
 	@tools/lock.sh

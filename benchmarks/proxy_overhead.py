@@ -1,0 +1,869 @@
+#!/usr/bin/env python3
+"""Proxy overhead: direct-to-decode vs through the PD proxy, on the same simulated backends.
+
+One run starts a simulated prefill (``kv_producer``) and decode (``kv_consumer``) vLLM pair
+and the proxy in front of them, then drives three paths with the same closed-loop load
+generator (aiohttp client, SSE parsed per event, TTFT = time to the first event carrying
+content), alternating them in rounds: ``direct`` (to the decode instance alone, the baseline of
+the targets), ``pd`` (the load generator does the prefill and the decode itself: the PD hop
+without the proxy) and ``proxy``. ``proxy - direct`` is what the targets judge; ``proxy - pd``
+is the proxy's own share. Three measurements (../../shared/design/PROXY.md, "Dependencies and
+performance"):
+
+1. per-request overhead: 1 stream, zero simulated latency, 16 output tokens, streaming:
+   p50/p99 TTFT and total time, direct vs proxy; target added p99 <= 1 ms (PD hop included);
+2. under load: 64 and 256 streams, 20 ms per output token: requests/s and p99 TTFT; targets
+   proxy >= 95 % of direct's requests/s, added p99 TTFT <= 2 ms at 256 streams;
+3. ceiling: requests/s through the proxy (one process) at 256 streams, zero latency.
+
+The proxy runs pinned to CPU 1; the backends and this load generator to CPU 0 (when the
+machine has at least 2 CPUs). For every run the proxy's CPU time (/proc/PID/stat) and each
+CPU's total busy time (/proc/stat) are recorded, so a proxy starved by other processes, or a
+ceiling set by CPU 0 rather than by the proxy, is visible.
+
+Usage: ``python benchmarks/proxy_overhead.py [--quick] [--profile]`` (``make bench``).
+Writes ``benchmarks/results/proxy_overhead.json`` and ``.svg`` and prints a Markdown table.
+This is a measurement, not a test: nothing here fails on a missed target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from xml.sax.saxutils import escape
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+HOST = "127.0.0.1"
+MODEL = "bench-model"
+OUTPUT_TOKENS = 16
+PROXY_CPU, LOAD_CPU = 1, 0
+CHAT = "/v1/chat/completions"
+
+# --- pure statistics, table and plot ------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) with linear interpolation (numpy's default); nan if empty."""
+    if not values:
+        return math.nan
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile {q} is not within 0..100")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclass
+class Sample:
+    ttft: float  # seconds from sending the request to the first content event
+    total: float  # seconds from sending the request to [DONE]
+    tokens: int  # content events received
+    ok: bool
+    error: str = ""  # why it failed
+
+
+@dataclass
+class Summary:
+    requests: int
+    errors: int
+    elapsed_s: float
+    rps: float
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+    total_p50_ms: float
+    total_p99_ms: float
+    mean_tokens: float
+    proxy_cpu: float = math.nan  # proxy CPU seconds / wall seconds during the run (1.0 = its core busy)
+    proxy_cpu_us_per_request: float = math.nan  # proxy CPU time per successful request
+    side_cpu: float = math.nan  # CPU 0 (backends + load generator) CPU seconds / wall seconds
+    cpu_busy: List[float] = field(default_factory=list)  # per CPU, all processes (/proc/stat): others' load shows
+    error_reasons: Dict[str, int] = field(default_factory=dict)  # the 5 most frequent
+
+
+def summarize(
+    samples: Sequence[Sample],
+    elapsed_s: float,
+    proxy_cpu_s: float = math.nan,
+    side_cpu: float = math.nan,
+    cpu_busy: Sequence[float] = (),
+) -> Summary:
+    """Aggregate one run; latencies are of the successful requests only."""
+    good = [s for s in samples if s.ok]
+    ttft = [s.ttft * 1000 for s in good]
+    total = [s.total * 1000 for s in good]
+    reasons: Dict[str, int] = {}
+    for s in samples:
+        if not s.ok:
+            reasons[s.error] = reasons.get(s.error, 0) + 1
+    top = dict(sorted(reasons.items(), key=lambda item: -item[1])[:5])
+    return Summary(
+        requests=len(samples),
+        errors=len(samples) - len(good),
+        elapsed_s=elapsed_s,
+        rps=len(good) / elapsed_s if elapsed_s > 0 else math.nan,
+        ttft_p50_ms=percentile(ttft, 50),
+        ttft_p99_ms=percentile(ttft, 99),
+        total_p50_ms=percentile(total, 50),
+        total_p99_ms=percentile(total, 99),
+        mean_tokens=sum(s.tokens for s in good) / len(good) if good else math.nan,
+        proxy_cpu=proxy_cpu_s / elapsed_s if elapsed_s > 0 else math.nan,
+        proxy_cpu_us_per_request=1e6 * proxy_cpu_s / len(good) if good else math.nan,
+        side_cpu=side_cpu,
+        cpu_busy=list(cpu_busy),
+        error_reasons=top,
+    )
+
+
+@dataclass
+class Target:
+    name: str
+    value: float
+    limit: float
+    unit: str
+    higher_is_better: bool = False
+
+    @property
+    def met(self) -> bool:
+        if math.isnan(self.value):
+            return False
+        return self.value >= self.limit if self.higher_is_better else self.value <= self.limit
+
+
+def targets(runs: Dict[str, Dict[str, Summary]]) -> List[Target]:
+    """The PROXY.md targets, from runs keyed by configuration then ``direct``/``proxy``."""
+    out: List[Target] = []
+    one = runs.get("1 stream")
+    if one:
+        out.append(Target("1 stream: added p99 TTFT", one["proxy"].ttft_p99_ms - one["direct"].ttft_p99_ms, 1.0, "ms"))
+        out.append(
+            Target("1 stream: added p99 total", one["proxy"].total_p99_ms - one["direct"].total_p99_ms, 1.0, "ms")
+        )
+    for streams in (64, 256):
+        run = runs.get(f"{streams} streams, 20 ms/token")
+        if not run:
+            continue
+        ratio = 100 * run["proxy"].rps / run["direct"].rps if run["direct"].rps else math.nan
+        out.append(Target(f"{streams} streams: proxy req/s vs direct", ratio, 95.0, "%", higher_is_better=True))
+        if streams == 256:
+            added = run["proxy"].ttft_p99_ms - run["direct"].ttft_p99_ms
+            out.append(Target("256 streams: added p99 TTFT", added, 2.0, "ms"))
+    return out
+
+
+def _fmt(value: Optional[float], digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+CEILING = "256 streams, zero latency (ceiling)"
+# direct: to the decode instance alone; pd: prefill then decode, done by the load generator (the
+# PD hop without the proxy); proxy: through the proxy (which does the same prefill + decode).
+PATHS = ("direct", "pd", "proxy")
+
+
+def _pct(value: float) -> str:
+    return "-" if math.isnan(value) else f"{100 * value:.0f} %"
+
+
+def _busy(values: Sequence[float]) -> str:
+    return "/".join(f"{100 * v:.0f}" for v in values) + " %" if values else "-"
+
+
+def ceiling_note(runs: Dict[str, Dict[str, Summary]]) -> str:
+    """The per-worker ceiling: measured, and projected from the proxy's CPU time per request."""
+    run = runs.get(CEILING, {}).get("proxy")
+    if run is None:
+        return ""
+    projected = 1e6 / run.proxy_cpu_us_per_request if run.proxy_cpu_us_per_request > 0 else math.nan
+    busy = run.cpu_busy[PROXY_CPU] if len(run.cpu_busy) > PROXY_CPU else math.nan
+    if run.proxy_cpu >= 0.9:
+        bound = "the proxy's core"
+    elif busy >= 0.9:
+        bound = f"other processes on CPU {PROXY_CPU} (it was {_pct(busy)} busy in all): the proxy was starved"
+    else:
+        bound = "CPU 0 (backends + load generator) or latency, not the proxy's CPU"
+    return (
+        f"Ceiling (one proxy process, 256 streams, zero latency): measured {_fmt(run.rps, 0)} req/s with the proxy "
+        f"at {_pct(run.proxy_cpu)} of its core, so bounded by {bound}. The proxy spent "
+        f"{_fmt(run.proxy_cpu_us_per_request, 0)} us of CPU per request: about {_fmt(projected, 0)} req/s per "
+        "fully busy proxy worker on this machine."
+    )
+
+
+def render_table(runs: Dict[str, Dict[str, Summary]], checks: Sequence[Target]) -> str:
+    """Markdown: one row per configuration and path, then the added latency, then the targets."""
+    lines = [
+        "| configuration | path | requests | errors | req/s | TTFT p50 ms | TTFT p99 ms "
+        "| total p50 ms | total p99 ms | proxy CPU | proxy CPU us/req | ours on CPU 0 | CPU 0/1 busy, all |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, pair in runs.items():
+        for path in PATHS:
+            s = pair.get(path)
+            if s is None:
+                continue
+            cpu, per_req = (_pct(s.proxy_cpu), _fmt(s.proxy_cpu_us_per_request, 0)) if path == "proxy" else ("-", "-")
+            lines.append(
+                f"| {name} | {path} | {s.requests} | {s.errors} | {_fmt(s.rps, 1)} | {_fmt(s.ttft_p50_ms)} "
+                f"| {_fmt(s.ttft_p99_ms)} | {_fmt(s.total_p50_ms)} | {_fmt(s.total_p99_ms)} | {cpu} | {per_req} "
+                f"| {_pct(s.side_cpu)} | {_busy(s.cpu_busy)} |"
+            )
+        for base, label in (("direct", "**added** (proxy - direct)"), ("pd", "proxy's own (proxy - pd)")):
+            if base not in pair or "proxy" not in pair:
+                continue
+            d, p = pair[base], pair["proxy"]
+            ratio = f"{100 * p.rps / d.rps:.1f} %" if d.rps else "-"
+            lines.append(
+                f"| {name} | {label} | | | {ratio} | {_fmt(p.ttft_p50_ms - d.ttft_p50_ms)} "
+                f"| {_fmt(p.ttft_p99_ms - d.ttft_p99_ms)} | {_fmt(p.total_p50_ms - d.total_p50_ms)} "
+                f"| {_fmt(p.total_p99_ms - d.total_p99_ms)} | | | | |"
+            )
+    if checks:
+        lines += ["", "| target | measured | limit | result |", "|---|---:|---:|---|"]
+        for t in checks:
+            sign = ">=" if t.higher_is_better else "<="
+            verdict = "met" if t.met else "**missed**"
+            lines.append(f"| {t.name} | {_fmt(t.value)} {t.unit} | {sign} {_fmt(t.limit, 1)} {t.unit} | {verdict} |")
+    note = ceiling_note(runs)
+    if note:
+        lines += ["", note]
+    return "\n".join(lines)
+
+
+@dataclass
+class Panel:
+    title: str
+    unit: str
+    categories: List[str]
+    series: Dict[str, List[float]]  # series name -> one value per category
+
+
+PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759")
+
+
+def _label(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _nice_max(value: float) -> float:
+    if not value > 0 or math.isinf(value):
+        return 1.0
+    magnitude = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        if step * magnitude >= value:
+            return step * magnitude
+    return 10 * magnitude
+
+
+def render_svg(panels: Sequence[Panel], title: str = "", width: int = 900, panel_height: int = 260) -> str:
+    """Grouped bar charts, one panel under the other, as a standalone SVG (standard library only)."""
+    top = 40 if title else 10
+    height = top + panel_height * len(panels) + 10
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+    ]
+    if title:
+        out.append(f'<text x="{width / 2}" y="24" text-anchor="middle" font-size="16">{escape(title)}</text>')
+    left, right = 70, 150
+    for index, panel in enumerate(panels):
+        y0 = top + index * panel_height
+        plot_top, plot_bottom = y0 + 30, y0 + panel_height - 40
+        plot_h = plot_bottom - plot_top
+        values = [v for vals in panel.series.values() for v in vals if not math.isnan(v)]
+        vmax = _nice_max(max(values, default=0.0))
+        vmin = min(0.0, min(values, default=0.0))
+        span = vmax - vmin or 1.0
+
+        def y_of(v: float, plot_bottom: int = plot_bottom, plot_h: int = plot_h, vmin: float = vmin) -> float:
+            return plot_bottom - (v - vmin) / span * plot_h  # noqa: B023 - bound through the defaults
+
+        out.append(f'<text x="{left}" y="{y0 + 18}" font-size="14">{escape(panel.title)}</text>')
+        for tick in range(5):
+            v = vmin + span * tick / 4
+            y = y_of(v)
+            out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#ddd"/>')
+            out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{v:g}</text>')
+        out.append(
+            f'<text x="16" y="{(plot_top + plot_bottom) / 2:.1f}" text-anchor="middle" '
+            f'transform="rotate(-90 16 {(plot_top + plot_bottom) / 2:.1f})">{escape(panel.unit)}</text>'
+        )
+        n_cat = max(len(panel.categories), 1)
+        n_ser = max(len(panel.series), 1)
+        group_w = (width - left - right) / n_cat
+        bar_w = group_w * 0.8 / n_ser
+        for c, category in enumerate(panel.categories):
+            gx = left + c * group_w + group_w * 0.1
+            for s, (name, vals) in enumerate(panel.series.items()):
+                v = vals[c] if c < len(vals) else math.nan
+                if math.isnan(v):
+                    continue
+                y_top, y_zero = y_of(max(v, 0.0)), y_of(min(v, 0.0))
+                x = gx + s * bar_w
+                out.append(
+                    f'<rect x="{x:.1f}" y="{y_top:.1f}" width="{bar_w * 0.95:.1f}" height="{y_zero - y_top:.1f}" '
+                    f'fill="{PALETTE[s % len(PALETTE)]}">'
+                    f"<title>{escape(name)} {escape(category)}: {_label(v)}</title></rect>"
+                )
+                out.append(
+                    f'<text x="{x + bar_w * 0.475:.1f}" y="{y_top - 3:.1f}" text-anchor="middle" '
+                    f'font-size="10">{_label(v)}</text>'
+                )
+            out.append(
+                f'<text x="{left + (c + 0.5) * group_w:.1f}" y="{plot_bottom + 16}" '
+                f'text-anchor="middle">{escape(category)}</text>'
+            )
+        for s, name in enumerate(panel.series):
+            ly = plot_top + 18 * s
+            out.append(
+                f'<rect x="{width - right + 15}" y="{ly}" width="12" height="12" fill="{PALETTE[s % len(PALETTE)]}"/>'
+            )
+            out.append(f'<text x="{width - right + 32}" y="{ly + 10}">{escape(name)}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def panels_of(runs: Dict[str, Dict[str, Summary]]) -> List[Panel]:
+    panels: List[Panel] = []
+    one = runs.get("1 stream")
+    if one:
+        metrics = [("TTFT p50", "ttft_p50_ms"), ("TTFT p99", "ttft_p99_ms")]
+        metrics += [("total p50", "total_p50_ms"), ("total p99", "total_p99_ms")]
+        panels.append(
+            Panel(
+                "1 stream, zero latency, 16 tokens: latency",
+                "ms",
+                [m for m, _ in metrics],
+                {p: [getattr(one[p], k) for _, k in metrics] for p in PATHS if p in one},
+            )
+        )
+    loaded = [n for n in runs if n != "1 stream"]
+    short = [n.replace(" streams, zero latency", " streams, 0 ms") for n in loaded]
+    if loaded:
+        panels.append(
+            Panel(
+                "Throughput (closed loop)",
+                "requests/s",
+                short,
+                {
+                    p: [runs[n][p].rps if p in runs[n] else math.nan for n in loaded]
+                    for p in PATHS
+                    if p in runs[loaded[0]]
+                },
+            )
+        )
+        panels.append(
+            Panel(
+                "p99 time to first token",
+                "ms",
+                short,
+                {
+                    p: [runs[n][p].ttft_p99_ms if p in runs[n] else math.nan for n in loaded]
+                    for p in PATHS
+                    if p in runs[loaded[0]]
+                },
+            )
+        )
+    return panels
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (Linux)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pin(cpu: Optional[int]) -> Any:
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[:4]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except (OSError, urllib.error.HTTPError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready within {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 15) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@dataclass
+class Stack:
+    prefill_url: str
+    decode_url: str
+    proxy_url: str
+    proxy_pid: int
+    procs: List[subprocess.Popen] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def stack(
+    work: Path,
+    decode_s_per_token: float,
+    label: str,
+    pin: bool,
+    profile: Optional[Path] = None,
+    proxy_python: str = sys.executable,
+) -> Iterator[Stack]:
+    """A simulated prefill + decode pair and the proxy in front, stopped on exit."""
+    if str(ROOT / "sim") not in sys.path:
+        sys.path.insert(0, str(ROOT / "sim"))
+    from ascend_sim import state
+
+    model = work / "model"
+    model.mkdir(exist_ok=True)
+    (model / "config.json").write_text(
+        json.dumps({"architectures": ["MiniMaxM2ForCausalLM"], "max_position_embeddings": 196608})
+    )
+    procs: List[subprocess.Popen] = []
+    urls: Dict[str, str] = {}
+    sides = {"prefill": {"dp_size": 1, "tp_size": 1}, "decode": {"dp_size": 1, "tp_size": 1}}
+    try:
+        for role, kv_role in (("prefill", "kv_producer"), ("decode", "kv_consumer")):
+            node = work / f"{label}-{role}-state"
+            state.init_state("a3", directory=node)
+            port, kv_port = free_port(), free_port()
+            env = dict(os.environ)
+            env.pop("ASCEND_RT_VISIBLE_DEVICES", None)
+            env.pop("VLLM_API_KEY", None)
+            env.update(
+                PYTHONPATH=str(ROOT / "sim"),
+                ASCEND_SIM_STATE_DIR=str(node),
+                ASCEND_SIM_SKIP_DEVICE_CHECK="1",
+                VLLM_SIM_LOAD_SECONDS="0",
+                VLLM_SIM_PREFILL_S_PER_TOKEN="0",
+                VLLM_SIM_DECODE_S_PER_TOKEN=str(decode_s_per_token),
+                VLLM_HOST_IP=HOST,
+                VLLM_SIM_DRAIN_SECONDS="1",
+            )
+            kv = {
+                "kv_connector": "MooncakeConnectorV1",
+                "kv_role": kv_role,
+                "kv_port": str(kv_port),
+                "engine_id": f"{label}-{role}",
+                "kv_connector_extra_config": {"use_ascend_direct": True, **sides},
+            }
+            log = work / f"{label}-{role}.log"
+            cmd = [sys.executable, "-m", "ascend_sim.vllm", "serve", str(model), "--host", HOST, "--port", str(port)]
+            cmd += ["--served-model-name", MODEL, "--max-num-seqs", "1024", "--kv-transfer-config", json.dumps(kv)]
+            with open(log, "w", encoding="utf-8") as out:
+                proc = subprocess.Popen(
+                    cmd, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_pin(LOAD_CPU if pin else None)
+                )
+            procs.append(proc)
+            urls[role] = f"http://{HOST}:{port}"
+            _wait_http(urls[role] + "/health", proc, log)
+        proxy_port = free_port()
+        cfg = {
+            "listen": {"host": HOST, "port": proxy_port},
+            "prefill": {"instances": [urls["prefill"]]},
+            "decode": {"instances": [urls["decode"]]},
+            "log_level": "warning",
+        }
+        cfg_path = work / f"{label}-proxy.json"
+        cfg_path.write_text(json.dumps(cfg))
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "proxy"))
+        cmd = [proxy_python]
+        if profile is not None:
+            cmd += ["-m", "cProfile", "-o", str(profile)]
+        cmd += ["-m", "ascend_pd_proxy", "--config", str(cfg_path)]
+        log = work / f"{label}-proxy.log"
+        with open(log, "w", encoding="utf-8") as out:
+            proxy = subprocess.Popen(
+                cmd, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_pin(PROXY_CPU if pin else None)
+            )
+        procs.append(proxy)
+        proxy_url = f"http://{HOST}:{proxy_port}"
+        _wait_http(proxy_url + "/health", proxy, log)
+        yield Stack(urls["prefill"], urls["decode"], proxy_url, proxy.pid, procs)
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+# --- load generator -----------------------------------------------------------------------------
+
+
+def request_body() -> bytes:
+    return json.dumps(
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Explain prefill and decode disaggregation in one paragraph."}],
+            "max_tokens": OUTPUT_TOKENS,
+            "stream": True,
+        }
+    ).encode()
+
+
+def _content(event: Dict[str, Any]) -> str:
+    choices = event.get("choices") or [{}]
+    delta = choices[0].get("delta") or {}
+    return delta.get("content") or delta.get("reasoning_content") or choices[0].get("text") or ""
+
+
+def _protocol() -> Any:
+    """The proxy's own request builders, so the ``pd`` path sends exactly what the proxy sends."""
+    if str(ROOT / "proxy") not in sys.path:
+        sys.path.insert(0, str(ROOT / "proxy"))
+    from ascend_pd_proxy import protocol
+
+    return protocol
+
+
+async def _prefill(session: Any, url: str, body: bytes) -> bytes:
+    """The PD hop done by the load generator itself: prefill, then the decode body with its KV params."""
+    protocol = _protocol()
+    request = json.loads(body)
+    async with session.post(
+        url, data=json.dumps(protocol.prefill_body(request)).encode(), headers={"Content-Type": "application/json"}
+    ) as answer:
+        raw = await answer.read()
+        if answer.status != 200:
+            raise RuntimeError(f"prefill HTTP {answer.status}: {raw[:200]!r}")
+    kv_params, _ = protocol.read_prefill_answer(raw)
+    return json.dumps(protocol.decode_body(request, kv_params)).encode()
+
+
+async def one_request(session: Any, url: str, body: bytes, prefill_url: str = "") -> Sample:
+    """POST one streaming request and read its SSE body event by event (after a prefill if ``prefill_url``)."""
+    began = time.perf_counter()
+    first: Optional[float] = None
+    tokens = 0
+    error = "the stream ended without [DONE]"
+    try:
+        if prefill_url:
+            body = await _prefill(session, prefill_url, body)
+        async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as answer:
+            if answer.status != 200:
+                text = (await answer.read())[:200].decode("utf-8", "replace")
+                return Sample(math.nan, time.perf_counter() - began, 0, False, f"HTTP {answer.status}: {text}")
+            data: List[bytes] = []
+            async for raw in answer.content:
+                line = raw.rstrip(b"\r\n")
+                if line:
+                    if line.startswith(b"data:"):
+                        data.append(line[5:].lstrip())
+                    continue
+                if not data:
+                    continue
+                payload, data = b"\n".join(data), []
+                if payload == b"[DONE]":
+                    error = "" if tokens else "no content event"
+                    break
+                event = json.loads(payload)
+                if "error" in event:
+                    error = f"SSE error event: {str(event['error'])[:200]}"
+                    break
+                if _content(event):
+                    tokens += 1
+                    if first is None:
+                        first = time.perf_counter()
+    except Exception as exc:  # a failed request is counted, not fatal
+        error = f"{type(exc).__name__}: {exc}"[:200]
+    end = time.perf_counter()
+    return Sample((first or end) - began, end - began, tokens, not error, error)
+
+
+@dataclass(frozen=True)
+class Route:
+    url: str  # where the streaming request goes
+    prefill_url: str = ""  # set: the load generator does the prefill first (PD without the proxy)
+
+
+async def _drive(session: Any, route: Route, body: bytes, concurrency: int, count: int, out: List[Sample]) -> None:
+    """A closed loop: ``concurrency`` workers, each sending its next request when the previous one ends."""
+    remaining = [count]
+
+    async def worker() -> None:
+        while remaining[0] > 0:
+            remaining[0] -= 1
+            out.append(await one_request(session, route.url, body, route.prefill_url))
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def cpu_times() -> List[Tuple[int, int]]:
+    """(busy, total) jiffies per CPU from /proc/stat; busy excludes idle and iowait."""
+    out: List[Tuple[int, int]] = []
+    with open("/proc/stat", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("cpu") and line[3].isdigit():
+                values = [int(v) for v in line.split()[1:9]]
+                total = sum(values)
+                out.append((total - values[3] - values[4], total))
+    return out
+
+
+def _cpu(pids: Sequence[int]) -> float:
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
+async def measure_paths(
+    urls: Dict[str, Route], concurrency: int, requests: int, warmup: int, rounds: int, proxy_pid: int, side: List[int]
+) -> Dict[str, Summary]:
+    """Every path in turn, alternating the order in ``rounds`` (ABC CBA ...) so all see the same background load.
+
+    ``side``: the pids sharing CPU 0 with this load generator (the backends); their CPU time
+    plus this process's is reported as ``side_cpu`` (1.0: CPU 0 was the bottleneck).
+    """
+    import aiohttp
+
+    body = request_body()
+    sessions = {
+        path: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=120))
+        for path in urls
+    }
+    samples: Dict[str, List[Sample]] = {path: [] for path in urls}
+    elapsed = dict.fromkeys(urls, 0.0)
+    proxy_cpu = dict.fromkeys(urls, 0.0)
+    side_cpu = dict.fromkeys(urls, 0.0)
+    jiffies: Dict[str, List[List[int]]] = {path: [[0, 0] for _ in cpu_times()] for path in urls}
+    try:
+        for path, url in urls.items():  # opens the connections, both sides' pools included
+            await _drive(sessions[path], url, body, concurrency, max(warmup, concurrency), [])
+        order = list(urls)
+        for r in range(rounds):
+            chunk = requests // rounds + (1 if r < requests % rounds else 0)
+            for path in order if r % 2 == 0 else reversed(order):
+                p0, s0, c0, j0 = cpu_seconds(proxy_pid), _cpu(side), time.process_time(), cpu_times()
+                t0 = time.perf_counter()
+                await _drive(sessions[path], urls[path], body, concurrency, chunk, samples[path])
+                elapsed[path] += time.perf_counter() - t0
+                proxy_cpu[path] += cpu_seconds(proxy_pid) - p0
+                side_cpu[path] += _cpu(side) - s0 + time.process_time() - c0
+                for acc, (b0, t0_), (b1, t1) in zip(jiffies[path], j0, cpu_times()):
+                    acc[0] += b1 - b0
+                    acc[1] += t1 - t0_
+    finally:
+        for session in sessions.values():
+            await session.close()
+    return {
+        path: summarize(
+            samples[path],
+            elapsed[path],
+            proxy_cpu[path],
+            side_cpu[path] / max(elapsed[path], 1e-9),
+            [busy / total if total else math.nan for busy, total in jiffies[path]],
+        )
+        for path in urls
+    }
+
+
+# --- machine info and main ----------------------------------------------------------------------
+
+
+def machine_info(pinned: bool) -> Dict[str, Any]:
+    import aiohttp
+
+    cpu_model = platform.processor() or "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    commit = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu_model": cpu_model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "platform": platform.platform(),
+        "git_commit": commit,
+        "pinning": f"proxy on CPU {PROXY_CPU}; backends and load generator on CPU {LOAD_CPU}"
+        if pinned
+        else "none (fewer than 2 CPUs or --no-pin)",
+    }
+
+
+def _interpreter(python: str) -> str:
+    """The proxy's interpreter: version, and whether uvloop (which the proxy uses when present) is there."""
+    probe = "import platform, importlib.util as u; print(platform.python_version(), bool(u.find_spec('uvloop')))"
+    try:
+        version, uvloop = subprocess.run(
+            [python, "-c", probe], capture_output=True, text=True, check=True
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return python
+    return f"{python} (Python {version}, {'uvloop' if uvloop == 'True' else 'asyncio event loop, no uvloop'})"
+
+
+def calibration_us(rounds: int = 20000) -> float:
+    """Microseconds for one json.dumps + json.loads of the request body here (machine speed at run time)."""
+    body = json.loads(request_body())
+    began = time.perf_counter()
+    for _ in range(rounds):
+        json.loads(json.dumps(body))
+    return round(1e6 * (time.perf_counter() - began) / rounds, 2)
+
+
+def _loadavg() -> List[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="about a minute: a quarter of the requests")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every request count by this")
+    parser.add_argument("--rounds", type=int, default=4, help="direct/proxy alternations per configuration")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the proxy under cProfile (timings distorted); print its top functions",
+    )
+    parser.add_argument(
+        "--proxy-python",
+        default=sys.executable,
+        help="the interpreter that runs the proxy, e.g. one with uvloop as in the vLLM image (default: this one)",
+    )
+    parser.add_argument(
+        "--replot", type=Path, metavar="JSON", help="measure nothing: print the table and redraw the SVG of a result"
+    )
+    parser.add_argument("--results", type=Path, default=RESULTS, help="output directory (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.replot:
+        saved = json.loads(args.replot.read_text())
+        runs = {name: {path: Summary(**raw) for path, raw in pair.items()} for name, pair in saved["runs"].items()}
+        print(render_table(runs, targets(runs)))
+        svg = render_svg(panels_of(runs), title=f"PD proxy vs direct-to-decode ({saved['machine']['date'][:10]})")
+        args.replot.with_suffix(".svg").write_text(svg)
+        return 0
+    scale = args.scale * (0.25 if args.quick else 1.0)
+    pin = not args.no_pin and (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity")
+    if pin:
+        os.sched_setaffinity(0, {LOAD_CPU})
+
+    def n(count: int) -> int:
+        return max(20, int(count * scale))
+
+    # decode s/token -> (name, streams, measured requests, warm-up requests); warm-up >= streams
+    plan = {
+        0.0: [("1 stream", 1, n(1000), n(100)), (CEILING, 256, n(2000), n(256))],
+        0.02: [
+            ("64 streams, 20 ms/token", 64, n(1500), n(128)),
+            ("256 streams, 20 ms/token", 256, n(2000), n(256)),
+        ],
+    }
+    info = machine_info(pin)
+    info["proxy_python"] = _interpreter(args.proxy_python)
+    info["loadavg_start"] = _loadavg()
+    info["calibration_us"] = calibration_us()
+    print(f"# proxy overhead benchmark, {info['date']}", file=sys.stderr)
+    print(
+        f"# {info['cpu_model']}, {info['cores']} CPUs; {info['pinning']}; load {info['loadavg_start']}", file=sys.stderr
+    )
+    runs: Dict[str, Dict[str, Summary]] = {}
+    profiles: List[Path] = []
+    args.results.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="proxy-bench-") as tmp:
+        for decode_s, configs in plan.items():
+            label = f"d{int(decode_s * 1000)}ms"
+            profile = args.results / f"proxy_profile_{label}.prof" if args.profile else None
+            with stack(Path(tmp), decode_s, label, pin, profile, args.proxy_python) as st:
+                urls = {
+                    "direct": Route(st.decode_url + CHAT),
+                    "pd": Route(st.decode_url + CHAT, prefill_url=st.prefill_url + CHAT),
+                    "proxy": Route(st.proxy_url + CHAT),
+                }
+                side = [p.pid for p in st.procs if p.pid != st.proxy_pid]
+                for name, streams, requests, warmup in configs:
+                    t0 = time.monotonic()
+                    runs[name] = asyncio.run(
+                        measure_paths(urls, streams, requests, warmup, args.rounds, st.proxy_pid, side)
+                    )
+                    for path, s in runs[name].items():
+                        print(
+                            f"# {name} / {path}: {s.rps:.1f} req/s, TTFT p99 {s.ttft_p99_ms:.2f} ms, "
+                            f"{s.errors} errors {s.error_reasons or ''}",
+                            file=sys.stderr,
+                        )
+                    print(f"#   ({time.monotonic() - t0:.0f} s, load {_loadavg()[0]})", file=sys.stderr)
+            if profile is not None:
+                profiles.append(profile)
+    info["loadavg_end"] = _loadavg()
+    checks = targets(runs)
+    table = render_table(runs, checks)
+    header = (
+        f"Proxy overhead, {info['date']}: {info['cpu_model']}, {info['cores']} CPUs, Python {info['python']}, "
+        f"aiohttp {info['aiohttp']}. Proxy interpreter: {info['proxy_python']}.\nPinning: {info['pinning']}. "
+        "Load average at start "
+        f"{info['loadavg_start']}, at end {info['loadavg_end']}; json round trip {info['calibration_us']} us."
+    )
+    if args.profile:
+        header += " PROFILED RUN (cProfile): timings are distorted."
+    print(header + "\n\n" + table)
+    result = {
+        "machine": info,
+        "settings": {"output_tokens": OUTPUT_TOKENS, "quick": args.quick, "scale": scale, "profile": args.profile},
+        "runs": {name: {path: asdict(s) for path, s in pair.items()} for name, pair in runs.items()},
+        "targets": [{**asdict(t), "met": t.met} for t in checks],
+    }
+    stem = "proxy_overhead_profiled" if args.profile else "proxy_overhead"  # keep the real numbers
+    (args.results / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.results / f"{stem}.svg").write_text(
+        render_svg(panels_of(runs), title=f"PD proxy vs direct-to-decode ({info['date'][:10]})")
+    )
+    for profile in profiles:
+        import pstats
+
+        print(f"\n# top functions of the proxy ({profile.name}), by own time", file=sys.stderr)
+        pstats.Stats(str(profile), stream=sys.stderr).sort_stats("tottime").print_stats(25)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
