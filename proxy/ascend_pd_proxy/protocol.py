@@ -206,3 +206,40 @@ def prefix_key(body: Dict[str, Any], chars: int) -> str:
         return "\n".join(parts)[:chars]
     prompt = body.get("prompt")
     return (prompt if isinstance(prompt, str) else json.dumps(prompt))[:chars]
+
+
+class SSEFramer:
+    """Cuts a byte stream into whole server-sent events without decoding them.
+
+    The relay's hot path: each read returns the bytes of the events it completed (or ``b""``),
+    ready to forward as they came, so the client never receives half an event and the proxy
+    never re-serializes one. Events end at a blank line; CR and CRLF line ends (which vLLM does
+    not send, but the standard allows) are turned into LF first, a CR at the end of a read
+    waiting for the next in case it is half of a CRLF.
+    """
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self._cr = False
+
+    def feed(self, data: bytes) -> bytes:
+        """The bytes of the events ``data`` completes; ``feed(b"")`` at the end of the stream."""
+        at_end = not data
+        if self._cr:
+            data, self._cr = b"\r" + data, False
+        if b"\r" in data:
+            if data.endswith(b"\r") and not at_end:
+                data, self._cr = data[:-1], True
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        buffer = self._pending + data if self._pending else data
+        end = buffer.rfind(b"\n\n")
+        if end < 0:
+            self._pending = buffer
+            return b""
+        self._pending = buffer[end + 2 :]
+        return buffer[: end + 2]
+
+    @property
+    def pending(self) -> bytes:
+        """Bytes of an event not completed yet."""
+        return self._pending + (b"\r" if self._cr else b"")

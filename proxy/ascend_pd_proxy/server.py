@@ -27,7 +27,7 @@ import logging
 import sys
 import time
 import uuid
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, Optional, Set, Tuple
 
 import aiohttp
 from aiohttp import web
@@ -86,12 +86,6 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientPayloadError):
         return "the answer was cut off"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _encode_event(event: SSEEvent) -> bytes:
-    head = "" if event.event == "message" else f"event: {event.event}\n"
-    lines = "".join(f"data: {line}\n" for line in event.data.split("\n"))
-    return (head + lines + "\n").encode()
 
 
 def _is_error_event(event: SSEEvent) -> Optional[str]:
@@ -234,13 +228,14 @@ class Proxy:
             message = f"{self.in_flight} requests in flight (limits.max_in_flight); retry later"
             return self._count(request, error_response(503, message), started)
         self.in_flight += 1
-        response: web.StreamResponse = error_response(499, "the client closed the request")
+        response: Optional[web.StreamResponse] = None
         try:
             response = await self._generate(request, started)
             return response
         finally:
             self.in_flight -= 1
-            self._count(request, response, started)
+            # No response: the client went away and the handler was cancelled (nginx's 499).
+            self._count(request, response or error_response(499, "the client closed the request"), started)
             if self.draining and self.in_flight == 0:
                 self._idle.set()
 
@@ -419,7 +414,7 @@ class Proxy:
         assert self.session is not None
         pool = self.pools["decode"]
         timeouts = self.cfg.timeouts
-        parser = SSEParser()
+        framer = protocol.SSEFramer()
         pool.start(backend, tokens)
         began = time.perf_counter()
         upstream: Optional[aiohttp.ClientResponse] = None
@@ -434,12 +429,14 @@ class Proxy:
                     )
                     if upstream.status != 200:
                         self._check_status(backend, upstream.status, await upstream.read(), upstream.content_type)
-                    first: List[SSEEvent] = []
-                    while not first:
+                    head, first = b"", []
+                    while not first:  # comments (": ping") are not events
                         data = await upstream.content.readany()
                         if not data:
                             raise self._failed(backend, 502, "the stream ended before its first event")
-                        first = parser.feed(data)
+                        completed = framer.feed(data)
+                        head += completed
+                        first = SSEParser().feed(completed) if completed else []
             except asyncio.TimeoutError:
                 limit = timeouts.decode_first_chunk
                 raise self._failed(
@@ -455,9 +452,9 @@ class Proxy:
             # Phase 2: committed. From here a failure is an SSE error event, never a silent end.
             response = web.StreamResponse(status=200, headers={**SSE_HEADERS, "X-Request-Id": client_id})
             await response.prepare(request)
-            await response.write(b"".join(_encode_event(e) for e in first))
+            await response.write(head)
             self.m_ttft.observe((), time.perf_counter() - started)
-            outcome = await self._relay(backend, upstream, parser, response, first)
+            outcome = await self._relay(backend, upstream, framer, response, head)
             if outcome is None:
                 pool.succeeded(backend)
                 self.m_backend.inc(self._labels(backend, ("outcome", "ok")))
@@ -475,20 +472,22 @@ class Proxy:
         self,
         backend: Backend,
         upstream: aiohttp.ClientResponse,
-        parser: SSEParser,
+        framer: protocol.SSEFramer,
         response: web.StreamResponse,
-        first: List[SSEEvent],
+        sent: bytes,
     ) -> Optional[str]:
-        """Copy events until ``[DONE]``; returns None, or why the stream failed (already told to the client)."""
+        """Forward whole events as they come until ``[DONE]``; returns None, or why the stream
+        failed (the client has been told with an error event). ``sent``: what went out already."""
         idle = self.cfg.timeouts.idle
-        events = first
         error: Optional[str] = None
+        out = sent
         while True:
-            for event in events:
-                if event.data == "[DONE]":
-                    return error
-                if error is None:
-                    error = _is_error_event(event)
+            # Events are decoded only when their bytes may hold the end or an error (rare).
+            if b"[DONE]" in out or b'"error"' in out:
+                for event in SSEParser().feed(out):
+                    if event.data == "[DONE]":
+                        return error
+                    error = error or _is_error_event(event)
             try:
                 async with deadline(idle):
                     data = await upstream.content.readany()
@@ -498,12 +497,12 @@ class Proxy:
             except aiohttp.ClientError as exc:
                 problem = _describe(exc)
                 break
-            if not data:
+            out = framer.feed(data)  # at the end (b""), what a trailing CR completes
+            if out:
+                await response.write(out)
+            elif not data:
                 problem = "the stream ended without [DONE]"
                 break
-            events = parser.feed(data)
-            if events:
-                await response.write(b"".join(_encode_event(e) for e in events))
         message = f"decode instance {backend.name} failed mid-stream: {problem}"
         await response.write(protocol.sse_error_event(502, message) + b"data: [DONE]\n\n")
         return problem

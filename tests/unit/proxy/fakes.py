@@ -269,11 +269,12 @@ class Reply:
         return err["message"]
 
     def events(self) -> List[str]:
-        """The data of each SSE event, checking the framing: ``data: ...`` + blank line, nothing else."""
+        """The data of each SSE event, checking the framing: ``data: ...`` + blank line, or a
+        ``:`` comment (keep-alives are forwarded as they came), LF line ends only."""
         assert self.headers.get("Content-Type", "").startswith("text/event-stream"), self.headers
         text = self.body.decode()
-        assert text.endswith("\n\n"), text[-200:]
-        events = text[:-2].split("\n\n")
+        assert text.endswith("\n\n") and "\r" not in text, text[-200:]
+        events = [e for e in text[:-2].split("\n\n") if not e.startswith(":")]
         assert all(e.startswith("data: ") and "\n" not in e for e in events), events
         return [e[len("data: ") :] for e in events]
 

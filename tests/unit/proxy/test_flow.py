@@ -192,13 +192,14 @@ async def test_events_merged_in_one_read_are_all_relayed() -> None:
 
 
 @async_test
-async def test_crlf_line_ends_and_comments_are_normalised() -> None:
+async def test_crlf_line_ends_are_normalised_and_comments_kept() -> None:
     async with running() as s:
         body = b": keep-alive\r\n\r\n" + stream_body(s.decode[0], CHAT).replace(b"\n", b"\r\n")
         s.decode[0].behaviour = stream(*pieces_of(body, 9), delay=0.005)
         reply = await s.post(CHAT, chat_body(stream=True))
 
     assert text_of(CHAT, reply.events()) == expected_text(s.decode[0])
+    assert reply.body.startswith(b": keep-alive\n\n")
 
 
 # --- prefill failures ---------------------------------------------------------------------------------

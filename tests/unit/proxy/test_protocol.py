@@ -484,3 +484,37 @@ def test_prefix_key_content_parts_are_order_stable() -> None:
 def test_prefix_key_completion_prompt_is_truncated(chars: int) -> None:
     body = {"prompt": "p" * 1000}
     assert protocol.prefix_key(body, chars) == "p" * chars
+
+
+# --- SSEFramer: whole events, as they came --------------------------------------------------------
+
+VLLM_STREAM = (
+    b'data: {"id":"chatcmpl-1","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
+    b": keep-alive\n\n"
+    b'data: {"id":"chatcmpl-1","choices":[{"index":0,"delta":{"content":"\xe4\xbd\xa0\xe5\xa5\xbd"}}]}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8, 64, len(VLLM_STREAM)])
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n", b"\r"])
+def test_framer_forwards_whole_events_only(size: int, line_end: bytes) -> None:
+    stream = VLLM_STREAM.replace(b"\n", line_end)
+    framer = protocol.SSEFramer()
+    forwarded = []
+    for start in range(0, len(stream), size):
+        out = framer.feed(stream[start : start + size])
+        assert out == b"" or out.endswith(b"\n\n")  # never half an event
+        forwarded.append(out)
+    forwarded.append(framer.feed(b""))  # the end of the stream completes a trailing CR
+    assert b"".join(forwarded) == VLLM_STREAM  # LF line ends, bytes otherwise untouched
+    assert framer.pending == b""
+
+
+def test_framer_keeps_an_incomplete_event_pending() -> None:
+    framer = protocol.SSEFramer()
+    assert framer.feed(b'data: {"a": 1}\n\ndata: {"b"') == b'data: {"a": 1}\n\n'
+    assert framer.pending == b'data: {"b"'
+    assert framer.feed(b": 2}\r") == b""  # a CR that may be half of a CRLF waits
+    assert framer.pending == b'data: {"b": 2}\r'
+    assert framer.feed(b"\n\n") == b'data: {"b": 2}\n\n'
