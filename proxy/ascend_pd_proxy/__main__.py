@@ -31,18 +31,23 @@ def _arguments(argv: Optional[List[str]]) -> argparse.Namespace:
 
 
 def _ssl_context(cfg: Config) -> Optional[ssl.SSLContext]:
+    """The server's TLS context; a file that cannot be used is a ConfigError naming it."""
     if not cfg.certfile:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cfg.certfile, cfg.keyfile)
+    try:
+        context.load_cert_chain(cfg.certfile, cfg.keyfile)
+    except OSError as exc:  # ssl.SSLError is one too: not PEM, key and certificate do not match
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"tls.certfile / tls.keyfile: cannot load {cfg.certfile} / {cfg.keyfile}: {reason}") from None
     return context
 
 
-async def serve(cfg: Config, config_path: Optional[str]) -> int:
+async def serve(cfg: Config, config_path: Optional[str], ssl_context: Optional[ssl.SSLContext]) -> int:
     proxy = Proxy(cfg, config_path)
     runner = make_runner(proxy)
     await runner.setup()
-    site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=_ssl_context(cfg), backlog=2048)
+    site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_context, backlog=2048)
     try:
         await site.start()
     except OSError as exc:
@@ -73,6 +78,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _arguments(argv)
     try:
         cfg = load(args.config)
+        # Checked here too: the files belong to the configuration (a typo is exit 2, not a traceback).
+        ssl_context = None if args.check_config else _ssl_context(cfg)
     except ConfigError as exc:
         print(f"ascend_pd_proxy: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -88,7 +95,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         uvloop.install()
     except ImportError:
         pass
-    return asyncio.run(serve(cfg, args.config))
+    return asyncio.run(serve(cfg, args.config, ssl_context))
 
 
 if __name__ == "__main__":

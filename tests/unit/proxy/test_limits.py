@@ -6,15 +6,17 @@ deadline, the health canary, and TLS as ``__main__`` sets it up."""
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import subprocess
 import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
-from ascend_pd_proxy.__main__ import _ssl_context
+from ascend_pd_proxy.__main__ import _ssl_context, main
 from ascend_pd_proxy.config import parse
 from ascend_pd_proxy.server import Proxy, make_runner
 from tests.unit.proxy.fakes import (
@@ -147,3 +149,19 @@ def test_tls_serves_https_with_the_configured_certificate(tmp_path: Path) -> Non
     assert status == 503 and body["status"] == "unavailable"  # served over TLS; no backend up
     plain = {"prefill": {"instances": ["http://127.0.0.1:7000"]}, "decode": {"instances": ["http://127.0.0.1:7100"]}}
     assert _ssl_context(parse(plain)) is None
+
+
+def test_unusable_tls_files_are_a_configuration_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "proxy.json"
+    config.write_text(
+        json.dumps(
+            {
+                "prefill": {"instances": ["http://127.0.0.1:7000"]},
+                "decode": {"instances": ["http://127.0.0.1:7100"]},
+                "tls": {"certfile": "/nope/cert.pem", "keyfile": "/nope/key.pem"},
+            }
+        )
+    )
+    assert main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "tls.certfile / tls.keyfile: cannot load /nope/cert.pem / /nope/key.pem: No such file" in err
