@@ -323,12 +323,17 @@ class Proxy:
         hint = " (check prefill.api_key / decode.api_key)" if status in (401, 403) else ""
         raise self._failed(backend, 502, f"HTTP {status}{hint}: {body[:300].decode('utf-8', 'replace')}")
 
-    async def _prefill(
-        self, backend: Backend, path: str, body: Dict[str, Any], request_id: str, tokens: int
-    ) -> Dict[str, Any]:
+    async def _exchange(
+        self, backend: Backend, path: str, payload: Dict[str, Any], request_id: str, tokens: int, limit_key: str
+    ) -> Tuple[bytes, float]:
+        """POST ``payload`` and read the whole answer within ``timeouts.<limit_key>``.
+
+        Returns the 200 answer and when the exchange began; anything else raises (a
+        BackendFailure to retry elsewhere, or a BackendRejection to relay).
+        """
         assert self.session is not None
-        pool = self.pools["prefill"]
-        limit = self.cfg.timeouts.prefill
+        pool = self.pools[backend.phase]
+        limit = getattr(self.cfg.timeouts, limit_key)
         pool.start(backend, tokens)
         began = time.perf_counter()
         try:
@@ -336,26 +341,35 @@ class Proxy:
                 deadline(limit),
                 self.session.post(
                     backend.url + path,
-                    data=json.dumps(protocol.prefill_body(body)).encode(),
-                    headers=self._headers("prefill", request_id),
+                    data=json.dumps(payload).encode(),
+                    headers=self._headers(backend.phase, request_id),
                 ) as upstream,
             ):
                 answer = await upstream.read()
                 status, content_type = upstream.status, upstream.content_type
         except asyncio.TimeoutError:
-            raise self._failed(backend, 504, f"no answer within {limit:g} s (timeouts.prefill)") from None
+            raise self._failed(backend, 504, f"no answer within {limit:g} s (timeouts.{limit_key})") from None
         except aiohttp.ClientError as exc:
             raise self._failed(backend, 502, _describe(exc)) from None
         finally:
             pool.finish(backend, tokens)
         self._check_status(backend, status, answer, content_type)
+        return answer, began
+
+    def _served(self, backend: Backend, began: float) -> None:
+        self.pools[backend.phase].succeeded(backend)
+        self.m_backend.inc(self._labels(backend, ("outcome", "ok")))
+        self.m_phase.observe(self._labels(backend), time.perf_counter() - began)
+
+    async def _prefill(
+        self, backend: Backend, path: str, body: Dict[str, Any], request_id: str, tokens: int
+    ) -> Dict[str, Any]:
+        answer, began = await self._exchange(backend, path, protocol.prefill_body(body), request_id, tokens, "prefill")
         try:
             kv_params, cached = protocol.read_prefill_answer(answer)
         except protocol.PrefillAnswerError as exc:
             raise self._failed(backend, 502, str(exc)) from None
-        pool.succeeded(backend)
-        self.m_backend.inc(self._labels(backend, ("outcome", "ok")))
-        self.m_phase.observe(self._labels(backend), time.perf_counter() - began)
+        self._served(backend, began)
         if cached:
             self.m_cached.inc((), cached)
         return kv_params
@@ -370,34 +384,11 @@ class Proxy:
         path: str,
         client_id: str,
     ) -> web.Response:
-        assert self.session is not None
-        pool = self.pools["decode"]
-        limit = self.cfg.timeouts.decode
-        pool.start(backend, tokens)
-        began = time.perf_counter()
-        try:
-            async with (
-                deadline(limit),
-                self.session.post(
-                    backend.url + path,
-                    data=json.dumps(protocol.decode_body(body, kv_params)).encode(),
-                    headers=self._headers("decode", request_id),
-                ) as upstream,
-            ):
-                answer = await upstream.read()
-                status, content_type = upstream.status, upstream.content_type
-        except asyncio.TimeoutError:
-            raise self._failed(backend, 504, f"no answer within {limit:g} s (timeouts.decode)") from None
-        except aiohttp.ClientError as exc:
-            raise self._failed(backend, 502, _describe(exc)) from None
-        finally:
-            pool.finish(backend, tokens)
-        self._check_status(backend, status, answer, content_type)
+        payload = protocol.decode_body(body, kv_params)
+        answer, began = await self._exchange(backend, path, payload, request_id, tokens, "decode")
         if not answer.lstrip().startswith(b"{"):
             raise self._failed(backend, 502, f"HTTP 200 without a JSON answer: {answer[:200]!r}")
-        pool.succeeded(backend)
-        self.m_backend.inc(self._labels(backend, ("outcome", "ok")))
-        self.m_phase.observe(self._labels(backend), time.perf_counter() - began)
+        self._served(backend, began)
         return web.Response(body=answer, content_type=JSON, headers={"X-Request-Id": client_id})
 
     async def _decode_stream(
