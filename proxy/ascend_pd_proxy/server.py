@@ -69,6 +69,14 @@ class BackendRejection(Exception):
         self.status, self.body, self.content_type = status, body, content_type
 
 
+class AdminRefusal(Exception):
+    """An admin API request refused; ``response`` says why."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
 def _json_response(status: int, body: Any, headers: Optional[Dict[str, str]] = None) -> web.Response:
     return web.Response(status=status, body=json.dumps(body).encode(), content_type=JSON, headers=headers)
 
@@ -577,39 +585,38 @@ class Proxy:
         return _json_response(200, {**self._status(), "backends": backends})
 
     async def _admin_target(self, request: web.Request) -> Tuple[str, Instance]:
+        """The admin key checked, the ``{"phase", "url", "name"}`` body read; else an error response."""
+        denied = self._check_admin(request)
+        if denied is not None:
+            raise AdminRefusal(denied)
         try:
             raw = await request.json()
         except ValueError:
-            raise protocol.RequestError(400, 'the body must be JSON: {"phase": ..., "url": ...}') from None
+            raw = None
         if not isinstance(raw, dict) or raw.get("phase") not in PHASES:
-            raise protocol.RequestError(400, "'phase' must be prefill or decode", param="phase")
+            message = 'the body must be JSON {"phase": "prefill" or "decode", "url": ..., "name": ...}'
+            raise AdminRefusal(error_response(400, message, param="phase"))
         try:
             instance = parse_instance({k: v for k, v in raw.items() if k in ("url", "name")}, raw["phase"])
         except ConfigError as exc:
-            raise protocol.RequestError(400, str(exc), param="url") from None
+            raise AdminRefusal(error_response(400, str(exc), param="url")) from None
         return raw["phase"], instance
 
     async def admin_add(self, request: web.Request) -> web.Response:
-        denied = self._check_admin(request)
-        if denied is not None:
-            return denied
         try:
             phase, instance = await self._admin_target(request)
-        except protocol.RequestError as exc:
-            return _json_response(exc.status, exc.body())
+        except AdminRefusal as refusal:
+            return refusal.response
         backend = self.pools[phase].add(instance)
         log.info("admin API: added %s instance %s (%s)", phase, instance.name, instance.url)
         self._check_soon(phase, backend)
         return _json_response(200, backend.describe())
 
     async def admin_remove(self, request: web.Request) -> web.Response:
-        denied = self._check_admin(request)
-        if denied is not None:
-            return denied
         try:
             phase, instance = await self._admin_target(request)
-        except protocol.RequestError as exc:
-            return _json_response(exc.status, exc.body())
+        except AdminRefusal as refusal:
+            return refusal.response
         backend = self.pools[phase].remove(instance.url)
         if backend is None:
             return error_response(404, f"no {phase} instance {instance.url}")

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from http.client import HTTPConnection
 from pathlib import Path
@@ -20,6 +17,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from tests.sim.vllm_helpers import (
     HOST,
     MODEL_NAME,
+    LoggedProcess,
     Server,
     base_env,
     free_port,
@@ -85,28 +83,19 @@ class Backends:
             server.stop()
 
 
-class ProxyProcess:
+class ProxyProcess(LoggedProcess):
     """``python -m ascend_pd_proxy --config FILE`` on a free port; the config is a dict."""
 
     def __init__(self, root: Path, config: Dict[str, Any]) -> None:
-        self.port = free_port()
         self.config_path = root / "proxy.json"
-        self.log_path = root / "proxy.log"
+        self.port = free_port()
         self.write_config(config)
         env = {**os.environ, "PYTHONPATH": str(PROXY_DIR)}
-        self._log = open(self.log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()
-        command = [sys.executable, "-m", "ascend_pd_proxy", "--config", str(self.config_path)]
-        self.proc = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        argv = ["-m", "ascend_pd_proxy", "--config", str(self.config_path)]
+        super().__init__(argv, env, root / "proxy.log", self.port)
 
     def write_config(self, config: Dict[str, Any]) -> None:
         self.config_path.write_text(json.dumps({**config, "listen": {"host": HOST, "port": self.port}}))
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def wait_ready(self, timeout: float = 20) -> Dict[str, Any]:
         """Until /health is 200 (a healthy prefill and decode); returns its body."""
@@ -128,16 +117,8 @@ class ProxyProcess:
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
 
-    def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-        return int(self.proc.returncode)
+    def stop(self, timeout: float = 30) -> int:  # a drain may take a while
+        return super().stop(timeout)
 
 
 def proxy_config(backends: Backends, **extra: Any) -> Dict[str, Any]:

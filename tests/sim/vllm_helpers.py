@@ -123,15 +123,14 @@ def run_vllm(args: List[str], env: Dict[str, str], timeout: float = 20) -> Tuple
     return proc.returncode, proc.stdout
 
 
-class Server:
-    """A ``vllm serve`` subprocess on 127.0.0.1."""
+class LoggedProcess:
+    """A Python program as a subprocess on 127.0.0.1:``port``, its output in a log file."""
 
-    def __init__(self, model: Path, args: List[str], env: Dict[str, str], log_path: Path, port: Optional[int] = None):
-        self.port = port or free_port()
+    def __init__(self, argv: List[str], env: Dict[str, str], log_path: Path, port: int) -> None:
+        self.port = port
         self.log_path = log_path
         self._log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()
-        cmd = [sys.executable, "-m", "ascend_sim.vllm", "serve", str(model), "--host", HOST, "--port", str(self.port)]
-        self.proc = subprocess.Popen([*cmd, *args], env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([sys.executable, *argv], env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
     @property
     def url(self) -> str:
@@ -139,6 +138,27 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self, timeout: float = 10) -> int:
+        """SIGTERM, then SIGKILL after ``timeout`` s; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        return int(self.proc.returncode)
+
+
+class Server(LoggedProcess):
+    """A ``vllm serve`` subprocess on 127.0.0.1."""
+
+    def __init__(self, model: Path, args: List[str], env: Dict[str, str], log_path: Path, port: Optional[int] = None):
+        port = port or free_port()
+        argv = ["-m", "ascend_sim.vllm", "serve", str(model), "--host", HOST, "--port", str(port), *args]
+        super().__init__(argv, env, log_path, port)
 
     def port_open(self) -> bool:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -168,17 +188,6 @@ class Server:
                 pass
             time.sleep(0.05)
         raise AssertionError(f"server not healthy within {timeout}s:\n{self.log()}")
-
-    def stop(self, timeout: float = 10) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-        return int(self.proc.returncode)
 
 
 @contextlib.contextmanager

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import testinfra
 import testinfra.utils.ansible_runner
+
+from tests.molecule_playbook import run_playbook, task_results
 
 SCENARIO = Path(__file__).resolve().parent.parent
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
@@ -66,32 +66,7 @@ def governors(host):
 
 def run_converge(limit, *extra):
     """Run converge.yml against `limit` with the JSON callback; return (rc, report)."""
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_NOCOLOR="1")
-    cmd = [
-        str(Path(sys.executable).with_name("ansible-playbook")),
-        "-i",
-        INVENTORY,
-        str(SCENARIO / "converge.yml"),
-        "-e",
-        f"host_tuning_molecule_hosts={limit}",
-        *extra,
-    ]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, cwd=SCENARIO)
-    try:
-        report = json.loads(res.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"ansible-playbook output is not JSON (rc {res.returncode}):\n{res.stdout}\n{res.stderr}")
-    return res.returncode, report
-
-
-def task_results(report, host):
-    """Task name -> that host's result, for every task of every play."""
-    out = {}
-    for play in report["plays"]:
-        for task in play["tasks"]:
-            if host in task["hosts"]:
-                out[task["task"]["name"]] = task["hosts"][host]
-    return out
+    return run_playbook(SCENARIO / "converge.yml", "-e", f"host_tuning_molecule_hosts={limit}", *extra)
 
 
 @pytest.mark.parametrize("name", CONVERGED)
