@@ -359,30 +359,16 @@ def panels_of(runs: Dict[str, Dict[str, Summary]]) -> List[Panel]:
     loaded = [n for n in runs if n != "1 stream"]
     short = [n.replace(" streams, zero latency", " streams, 0 ms") for n in loaded]
     if loaded:
-        panels.append(
-            Panel(
-                "Throughput (closed loop)",
-                "requests/s",
-                short,
-                {
-                    p: [runs[n][p].rps if p in runs[n] else math.nan for n in loaded]
-                    for p in PATHS
-                    if p in runs[loaded[0]]
-                },
-            )
-        )
-        panels.append(
-            Panel(
-                "p99 time to first token",
-                "ms",
-                short,
-                {
-                    p: [runs[n][p].ttft_p99_ms if p in runs[n] else math.nan for n in loaded]
-                    for p in PATHS
-                    if p in runs[loaded[0]]
-                },
-            )
-        )
+        for title, unit, field in (
+            ("Throughput (closed loop)", "requests/s", "rps"),
+            ("p99 time to first token", "ms", "ttft_p99_ms"),
+        ):
+            series = {
+                p: [getattr(runs[n][p], field) if p in runs[n] else math.nan for n in loaded]
+                for p in PATHS
+                if p in runs[loaded[0]]
+            }
+            panels.append(Panel(title, unit, short, series))
     return panels
 
 

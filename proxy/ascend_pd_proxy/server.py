@@ -364,9 +364,12 @@ class Proxy:
         self._check_status(backend, status, answer, content_type)
         return answer, began
 
-    def _served(self, backend: Backend, began: float) -> None:
+    def _ok(self, backend: Backend) -> None:
         self.pools[backend.phase].succeeded(backend)
         self.m_backend.inc(self._labels(backend, ("outcome", "ok")))
+
+    def _served(self, backend: Backend, began: float) -> None:
+        self._ok(backend)
         self.m_phase.observe(self._labels(backend), time.perf_counter() - began)
 
     async def _prefill(
@@ -455,8 +458,7 @@ class Proxy:
             self.m_ttft.observe((), time.perf_counter() - started)
             outcome = await self._relay(backend, upstream, framer, response, head)
             if outcome is None:
-                pool.succeeded(backend)
-                self.m_backend.inc(self._labels(backend, ("outcome", "ok")))
+                self._ok(backend)
             else:
                 self._failed(backend, 502, outcome)
                 log.warning("request %s: decode instance %s (%s): %s", request_id, backend.name, backend.url, outcome)
