@@ -240,7 +240,6 @@ summary:
 """
 
 import ipaddress
-import os
 import shlex
 from typing import Any, Dict, List
 
@@ -261,17 +260,7 @@ from ansible_collections.ascend.vllm.plugins.module_utils.hccn import (
     parse_tls,
     summarize,
 )
-
-
-def _resolve_tool(module: AnsibleModule, path: str) -> str:
-    if "/" not in path:
-        found = module.get_bin_path(path)
-        if not found:
-            module.fail_json(msg=f"hccn_tool not found: {path} is not in PATH (set hccn_tool_path)")
-        return found
-    if not os.path.isfile(path) or not os.access(path, os.X_OK):
-        module.fail_json(msg=f"hccn_tool not found or not executable at {path} (set hccn_tool_path)")
-    return path
+from ansible_collections.ascend.vllm.plugins.module_utils.tools import find_tool
 
 
 def _discover_devices(module: AnsibleModule) -> List[int]:
@@ -417,7 +406,7 @@ def main() -> None:
     if params["require_ping"] and not params["ping"]:
         module.fail_json(msg="require_ping needs ping (the addresses to ping)")
 
-    tool = _resolve_tool(module, params["hccn_tool_path"])
+    tool = find_tool(module, params["hccn_tool_path"], "hccn_tool_path", "hccn_tool")
     devices = _discover_devices(module)
     plan = _ping_plan(module, devices)
 

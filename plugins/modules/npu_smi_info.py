@@ -283,7 +283,6 @@ stderr:
   type: str
 """
 
-import os
 import shlex
 from typing import Any, Dict
 
@@ -295,27 +294,7 @@ from ansible_collections.ascend.vllm.plugins.module_utils.npu_smi import (
     run_checks,
     summarize,
 )
-
-# The Ascend driver installs npu-smi here; a non-login shell's PATH may lack it.
-FALLBACK_DIR = "/usr/local/bin"
-
-
-def _resolve_tool(module: AnsibleModule, path: str) -> str:
-    if "/" in path:
-        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            module.fail_json(msg=f"npu-smi not found or not executable at {path} (set npu_smi_path)")
-        return path
-    found = module.get_bin_path(path)
-    if found:
-        return found
-    fallback = os.path.join(FALLBACK_DIR, path)
-    if os.path.isfile(fallback) and os.access(fallback, os.X_OK):
-        return fallback
-    module.fail_json(
-        msg=f"npu-smi not found: {path!r} is neither in PATH nor in {FALLBACK_DIR} "
-        "(install the Ascend driver or set npu_smi_path)"
-    )
-    return ""  # not reached: fail_json exits
+from ansible_collections.ascend.vllm.plugins.module_utils.tools import find_tool
 
 
 def _validate(module: AnsibleModule) -> None:
@@ -356,7 +335,7 @@ def main() -> None:
     )
     _validate(module)
     params = module.params
-    parsed = _read(module, _resolve_tool(module, params["npu_smi_path"]))
+    parsed = _read(module, find_tool(module, params["npu_smi_path"], "npu_smi_path", "npu-smi"))
     facts = dict(parsed, summary=summarize(parsed["chips"], parsed["processes"]))
 
     problems = run_checks(

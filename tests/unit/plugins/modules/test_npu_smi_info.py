@@ -15,6 +15,7 @@ from typing import Any, Dict, List
 
 import pytest
 
+from ansible_collections.ascend.vllm.plugins.module_utils import tools
 from ansible_collections.ascend.vllm.plugins.modules import npu_smi_info
 from tests.unit.plugins.modules.module_runner import ModuleExit, adhoc_failure, module_failed, module_ok, run_module
 
@@ -284,16 +285,14 @@ def test_not_executable_binary(tmp_path: Path) -> None:
 def test_bare_name_not_found_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     result = failed({"npu_smi_path": "npu-smi-not-installed"})
-    assert result["msg"] == (
-        "npu-smi not found: 'npu-smi-not-installed' is neither in PATH nor in /usr/local/bin "
-        "(install the Ascend driver or set npu_smi_path)"
-    )
+    assert result["msg"].startswith("npu-smi not found: 'npu-smi-not-installed' is neither in PATH nor in ")
+    assert "/usr/local/Ascend/driver/tools" in result["msg"] and result["msg"].endswith("(set npu_smi_path)")
 
 
-def test_bare_name_falls_back_to_usr_local_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bare_name_falls_back_to_the_ascend_tool_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tool = fake(tmp_path, "a2_idle.txt")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    monkeypatch.setattr(npu_smi_info, "FALLBACK_DIR", str(tool.path.parent))
+    monkeypatch.setattr(tools, "ASCEND_TOOL_DIRS", ("/nonexistent", str(tool.path.parent)))
     result = ok({})
     assert tool.calls() == ["info"]
     assert result["summary"]["chip_count"] == 8

@@ -1,0 +1,42 @@
+# Copyright: Contributors to the ascend.vllm project
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Where the Ascend and container tools live on a host, found one way for every module.
+
+A non-login shell (what Ansible runs modules in) often lacks the directories the Ascend driver
+installs into, so a bare name is looked up in ``PATH`` and then in ``ASCEND_TOOL_DIRS``;
+an explicit path must be an executable file.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+# npu-smi (/usr/local/bin, /usr/local/sbin on newer drivers) and hccn_tool
+# (/usr/local/Ascend/driver/tools), besides the system directories.
+ASCEND_TOOL_DIRS = (
+    "/usr/local/bin",
+    "/usr/local/sbin",
+    "/usr/local/Ascend/driver/tools",
+    "/usr/bin",
+    "/usr/sbin",
+)
+
+
+def find_tool(module, path: str, option: str, what: str, opt_dirs: Optional[Sequence[str]] = None) -> str:
+    """The executable ``path`` names, or ``module.fail_json`` naming the module option to set.
+
+    ``path`` with a ``/`` is taken as it is; a bare name goes through ``get_bin_path`` with
+    ``opt_dirs`` (default ``ASCEND_TOOL_DIRS``) as the extra directories.
+    """
+    opt_dirs = ASCEND_TOOL_DIRS if opt_dirs is None else opt_dirs
+    if "/" in path:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+        module.fail_json(msg=f"{what} not found or not executable at {path} (set {option})")
+    found = module.get_bin_path(path, opt_dirs=list(opt_dirs))
+    if not found:
+        module.fail_json(
+            msg=f"{what} not found: {path!r} is neither in PATH nor in {', '.join(opt_dirs)} (set {option})"
+        )
+    return found
