@@ -11,7 +11,7 @@ sizes, DP ranks, kv-transfer-config...) are refused in every layer. Nothing here
 from __future__ import annotations
 
 import posixpath
-from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from ansible_collections.ascend.vllm.plugins.module_utils.plan_values import (
     CoerceError,
@@ -31,7 +31,7 @@ MODE_ROLES = {"single": ("single",), "pd": ("prefill", "decode")}
 ROLES = ("single", "prefill", "decode")
 SCENARIO_KEYS = ("description", "extends", "hardware", "env", "serve_args", *ROLES)
 OVERRIDE_KEYS = ("env", "serve_args", *ROLES)
-ROLE_KEYS = ("tp", "dp", "dp_local", "env", "serve_args")
+ROLE_KEYS = ("instances", "tp", "dp", "dp_local", "env", "serve_args")
 MODEL_KEYS = (
     "description",
     "path",
@@ -176,21 +176,22 @@ def model_flags(model: Model, tool_calling: bool) -> Dict[str, Any]:
 
 class RoleSpec(NamedTuple):
     role: str
+    instances: int  # PD: independent DP groups of the role; single: 1
     tp: int
     dp: int
     dp_local: Optional[int]
     world: int  # chips of one DP rank: tp x pipeline x prefill-context parallel sizes
-    origin: Dict[str, str]  # tp / dp / dp_local -> the variable that set it
+    origin: Dict[str, str]  # instances / tp / dp / dp_local -> the variable that set it
     flags: Layered
     env: Layered
     env_extra: Dict[str, Any]
 
 
 def _sizes(view: HostView, role: str, scenario: str, base: Mapping[str, Any], overrides: Mapping[str, Any]):
-    """tp, dp, dp_local of a role (overrides first) and the variable each came from."""
+    """instances, tp, dp, dp_local of a role (overrides first) and the variable each came from."""
     sizes: Dict[str, Optional[int]] = {}
     origin: Dict[str, str] = {}
-    for key in ("tp", "dp", "dp_local"):
+    for key in ("instances", "tp", "dp", "dp_local"):
         sizes[key] = None
         for variable, section in (
             (f"ascend_scenario_overrides.{role}.{key}", overrides.get(role) or {}),
@@ -204,9 +205,15 @@ def _sizes(view: HostView, role: str, scenario: str, base: Mapping[str, Any], ov
                     view.issues.error(view.name, variable, str(exc))
                     return None
                 break
-        if key != "dp_local" and sizes[key] is None:
+        if key in ("tp", "dp") and sizes[key] is None:
             view.issues.error(view.name, f"ascend_scenarios.{scenario}.{role}.{key}", "not set")
             return None
+    if role == "single" and sizes["instances"] not in (None, 1):
+        message = "a single-node scenario runs one instance per host of group single; list more hosts instead"
+        view.issues.error(view.name, origin["instances"], message)
+        return None
+    sizes["instances"] = sizes["instances"] or 1
+    origin.setdefault("instances", f"ascend_scenarios.{scenario}.{role}.instances")
     return sizes, origin
 
 
@@ -221,13 +228,20 @@ def _layers(role: str, scenario: str, base: Mapping[str, Any], overrides: Mappin
 
 
 def role_spec(
-    view: HostView, role: str, scenario: str, base: Mapping[str, Any], overrides: Mapping[str, Any], model: Model
+    view: HostView,
+    role: str,
+    scenario: str,
+    base: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    model: Model,
+    env_base: Sequence[Tuple[str, Mapping[str, Any]]],
 ) -> Optional[RoleSpec]:
     """What ``role`` runs as on the host of ``view``: topology, flags and env with their origins.
 
     Flags, low to high: the model entry < scenario < role < overrides < role overrides <
-    ascend_serve_args_extra. Env: ascend_hardware_env < the same scenario layers; the plan's
-    own variables and ascend_env_extra come on top per instance.
+    ascend_serve_args_extra. Env: ``env_base`` (the hardware's and the recipe's, each with the
+    variable or recipe that set it) < the same scenario layers; the plan's own variables and
+    ascend_env_extra come on top per server.
     """
     sized = _sizes(view, role, scenario, base, overrides)
     if sized is None:
@@ -254,7 +268,8 @@ def role_spec(
     _check_flag_values(view.name, flags, view.issues)
 
     env = Layered()
-    env.add("ascend_hardware_env", view.get("ascend_hardware_env", to_mapping, required=False, default={}))
+    for variable, layer in env_base:
+        env.add(variable, layer)
     for variable, layer in _layers(role, scenario, base, overrides, "env"):
         env.add(variable, layer)
 
@@ -267,6 +282,7 @@ def role_spec(
                 view.issues.error(view.name, flags.origin.get(name, name), f"--{name}: {exc}")
     return RoleSpec(
         role=role,
+        instances=sizes["instances"],
         tp=sizes["tp"],
         dp=sizes["dp"],
         dp_local=sizes["dp_local"],

@@ -148,25 +148,37 @@ def to_str_list(value: Any) -> List[str]:
     raise CoerceError(f"{value!r} is not a list")
 
 
-def to_chip_ids(value: Any) -> List[int]:
-    """Chip ids from a list (``[0, 1]``), JSON text of one, or ranges text (``"0-7,12"``)."""
+def to_chip_ids(value: Any, limit: Optional[int] = None) -> List[int]:
+    """Chip ids from a list (``[0, 1]``), JSON text of one, or ranges text (``"0-7,12"``).
+
+    With ``limit`` (the host's chip count) an id at or past it is refused before any range is
+    expanded, so that a mistyped ``"0-99999999"`` fails at once instead of building the list.
+    """
+
+    def chip(item: Any) -> int:
+        number = to_int(item, minimum=0)
+        if limit is not None and number >= limit:
+            raise CoerceError(f"chip {number} does not exist: the host has chips 0-{limit - 1} (ascend_chips_per_node)")
+        return number
+
     if isinstance(value, str) and not value.strip().startswith("["):
-        items: List[Any] = []
+        chips: List[int] = []
         for part in (p.strip() for p in value.split(",")):
             first, sep, last = part.partition("-")
             if not sep:
-                items += [part] if part else []
+                chips += [chip(part)] if part else []
                 continue
-            start, end = to_int(first, minimum=0), to_int(last, minimum=0)
+            start, end = chip(first), chip(last)
             if end < start:
                 raise CoerceError(f"chip range {part!r} runs backwards")
-            items += range(start, end + 1)
+            chips += range(start, end + 1)
     else:
         items = to_str_list(value) if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
             raise CoerceError(f"{value!r} is not a list of chip ids")
-    chips = [to_int(item, minimum=0) for item in items]
-    duplicates = sorted({c for c in chips if chips.count(c) > 1})
+        chips = [chip(item) for item in items]
+    seen: set = set()
+    duplicates = sorted({c for c in chips if c in seen or seen.add(c)})
     if duplicates:
         raise CoerceError(f"chips {duplicates} are listed more than once")
     return chips
@@ -287,39 +299,56 @@ def env_value(value: Any) -> Optional[str]:
     raise CoerceError(f"{value!r} is not a string")
 
 
-SEE_ALSO = "see inventories/a3/group_vars/all/"
+SEE_ALSO = "see catalogue/defaults.yml"
 
 
 class HostView:
-    """One host's ``ascend_*`` variables, read with coercion; a bad value becomes an error."""
+    """One host's ``ascend_*`` variables, read with coercion; a bad value becomes an error.
 
-    def __init__(self, name: str, raw: Mapping[str, Any], issues: Issues) -> None:
+    A variable the inventory leaves unset (or blank, as an empty survey answer) takes the
+    ``default`` the caller computed (the recipe's, for those that depend on it), else the
+    shipped default (catalogue/defaults.yml).
+    """
+
+    def __init__(
+        self, name: str, raw: Mapping[str, Any], issues: Issues, defaults: Optional[Mapping[str, Any]] = None
+    ) -> None:
         self.name = name
         self.raw = raw
         self.issues = issues
+        self.defaults = defaults or {}
 
     def has(self, var: str) -> bool:
         return self.raw.get(var) not in (None, "")
 
     def get(self, var: str, coerce: Callable[[Any], Any], required: bool = True, default: Any = None) -> Any:
-        """The coerced value; ``default`` (and an error naming host and variable) when it is
-        missing but required, or cannot be coerced. Empty text counts as unset (a blank survey
-        answer)."""
+        """The coerced value (of the fallback when unset); when there is neither and the
+        variable is required, an error naming host and variable. A value that cannot be
+        coerced is an error too, and yields the fallback."""
+        fallback = default if default is not None else self.defaults.get(var)
         if not self.has(var):
-            if required:
-                self.issues.error(self.name, var, f"not set ({SEE_ALSO})")
-            return default
+            if fallback in (None, ""):
+                if required:
+                    self.issues.error(self.name, var, f"not set ({SEE_ALSO})")
+                return fallback
+            value = fallback
+        else:
+            value = self.raw[var]
         try:
-            return coerce(self.raw[var])
+            return coerce(value)
         except CoerceError as exc:
             self.issues.error(self.name, var, str(exc))
-            return default
+        # Go on with the fallback, so that one bad value does not hide the other problems.
+        try:
+            return None if fallback in (None, "") or value is fallback else coerce(fallback)
+        except CoerceError:
+            return None
 
     def port(self, var: str) -> Optional[int]:
         return self.get(var, lambda v: to_int(v, minimum=1, maximum=65535))
 
     def choice(self, var: str, choices: Sequence[str], default: Optional[str] = None) -> Optional[str]:
-        value = self.get(var, to_str, required=default is None, default=default)
+        value = self.get(var, to_str, default=default)
         if value is not None and value not in choices:
             self.issues.error(self.name, var, f"{value!r} is not one of {', '.join(choices)}")
             return default

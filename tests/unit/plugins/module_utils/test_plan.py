@@ -1,6 +1,6 @@
 # Copyright: Contributors to the ascend.vllm project
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The plan over the sample inventories: topology, records, and every validation rule.
+"""The plan over the sample inventories and the shipped catalogue: topology, records, rules.
 
 Each error must name the host (or group) and the inventory variable to change; the tests
 check both, not just that "something" failed.
@@ -12,45 +12,65 @@ import copy
 import importlib.util
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ansible_collections.ascend.vllm.plugins.module_utils.plan import (
-    Claim,
-    build_plan,
-    check_ports,
-    kv_transfer_config,
-    start_command,
-)
+from ansible_collections.ascend.vllm.plugins.module_utils.plan import build_plan, check_shape, serve_commands
+from ansible_collections.ascend.vllm.plugins.module_utils.plan_checks import Claim, check_ports
+from ansible_collections.ascend.vllm.plugins.module_utils.plan_render import entrypoint, kv_transfer_config
 from ansible_collections.ascend.vllm.plugins.module_utils.plan_values import Issues
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "plan"
 _spec = importlib.util.spec_from_file_location("plan_inventory", FIXTURES / "inventory.py")
 inventory = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(inventory)
+CATALOGUE = inventory.catalogue()
+V021 = {"ascend_recipe": "v0.21"}
 
 
-def plan(site: str = "a3", groups: dict[str, list[str]] | None = None, **extra: Any) -> dict[str, Any]:
-    hostvars, inv_groups = inventory.load_inventory(site, extra)
+def site(name: str = "a3", node3: bool = False, **extra: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """A sample inventory's (hostvars, groups); ``node3`` adds a third A3 host to group decode."""
+    hostvars, groups = inventory.load_inventory(name, {})
+    if node3:
+        hostvars["a3-node3"] = {**hostvars["a3-node1"], "ansible_host": "192.0.2.13", "ascend_local_ip": "192.0.2.13"}
+        groups["decode"] = [*groups["decode"], "a3-node3"]
+    for values in hostvars.values():
+        values.update(copy.deepcopy(extra))
+    return hostvars, groups
+
+
+def plan(name: str = "a3", groups: dict[str, list[str]] | None = None, node3: bool = False, **extra: Any):
+    hostvars, inv_groups = site(name, node3, **extra)
     inv_groups.update(groups or {})
-    return build_plan(hostvars, inv_groups)
+    return build_plan(hostvars, inv_groups, CATALOGUE)
 
 
 def ok(result: dict[str, Any]) -> dict[str, Any]:
     assert result["errors"] == [], [e["text"] for e in result["errors"]]
-    return result
+    assert result["plan"] is not None
+    return result["plan"]
 
 
 def errors(result: dict[str, Any]) -> list[tuple[str, str, str]]:
     assert result["errors"], "expected errors"
+    assert result["plan"] is None, "a plan with errors is never published"
     return [(e["host"], e["variable"], e["message"]) for e in result["errors"]]
 
 
 def has_error(result: dict[str, Any], host: str, variable: str, text: str = "") -> None:
     found = errors(result)
     assert any(h == host and variable in v and text in m for h, v, m in found), found
+
+
+def servers(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for record in document["hosts"].values() for s in record["servers"]]
+
+
+def by_name(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f"{s['host']}/{s['name']}": s for s in servers(document)}
 
 
 def argv_flags(argv: list[str]) -> dict[str, Any]:
@@ -69,320 +89,512 @@ def argv_flags(argv: list[str]) -> dict[str, Any]:
     return flags
 
 
-def by_name(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {f"{r['host']}/{r['name']}": r for r in result["instances"]}
+SINGLE = {"ascend_scenario": "a3_single_short"}
 
 
 # --- the sample inventories ----------------------------------------------------------------
 
 
-def test_a3_default_is_one_single_node_instance_on_all_chips() -> None:
-    result = ok(plan())
-    assert (result["scenario"], result["mode"], result["model"]) == ("a3_single_short", "single", "minimax-m2.7-w8a8")
-    (inst,) = result["instances"]
-    assert (inst["host"], inst["role"], inst["name"], inst["port"]) == ("a3-node1", "single", "vllm-single", 8000)
-    assert inst["chips"] == list(range(16))
-    assert inst["dp_rank"] is None and inst["dp_size"] == 4 and inst["tp"] == 4
-    assert inst["env"]["ASCEND_RT_VISIBLE_DEVICES"] == ",".join(map(str, range(16)))
-    assert inst["env"]["HCCL_OP_EXPANSION_MODE"] == "AIV"
-    assert "HCCL_IF_IP" not in inst["env"] and "http_proxy" not in inst["env"], "PD-only env"
-    assert inst["env_prepend"] == {"LD_PRELOAD": "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2"}
-    assert inst["argv"][:3] == ["vllm", "serve", "/root/.cache/MiniMax-M2.7-w8a8-QuaRot"]
-    flags = argv_flags(inst["argv"])
+def test_a3_sample_is_the_guide_1p1d_on_the_newest_recipe() -> None:
+    document = ok(plan())
+    assert (document["schema"], document["schema_version"]) == ("ascend.vllm/plan", 1)
+    assert (document["scenario"], document["mode"], document["shape"]) == (
+        "a3_pd_1p1d_200k",
+        "pd",
+        {"prefill": 1, "decode": 1},
+    )
+    assert document["recipe"]["name"] == "v0.23" and "newest recipe" in document["recipe"]["why"]
+    assert document["image"] == "quay.io/ascend/vllm-ascend:v0.23.0-a3"
+    assert document["endpoints"] == ["http://192.0.2.11:8009"]
+    rows = [(s["host"], s["instance"], s["dp_rank"], s["port"], s["kv_ports"], s["chips"]) for s in servers(document)]
+    assert rows == [
+        ("a3-node1", "prefill0", 0, 7000, [18000, 18007], list(range(0, 8))),
+        ("a3-node1", "prefill0", 1, 7001, [18008, 18015], list(range(8, 16))),
+        ("a3-node2", "decode0", 0, 7100, [19000, 19007], list(range(0, 8))),
+        ("a3-node2", "decode0", 1, 7101, [19008, 19015], list(range(8, 16))),
+    ]
+    assert [s["name"] for s in servers(document)] == [
+        "vllm-prefill0-dp0",
+        "vllm-prefill0-dp1",
+        "vllm-decode0-dp0",
+        "vllm-decode0-dp1",
+    ]
+
+
+def test_a3_single_node_server_record() -> None:
+    document = ok(plan(**SINGLE))
+    (server,) = servers(document)
+    assert (server["host"], server["role"], server["name"], server["port"]) == (
+        "a3-node1",
+        "single",
+        "vllm-single",
+        8000,
+    )
+    assert server["chips"] == list(range(16))
+    assert server["dp_rank"] is None and server["dp_size"] == 4 and server["tp"] == 4
+    env = server["container"]["env"]
+    assert env["ASCEND_RT_VISIBLE_DEVICES"] == ",".join(map(str, range(16)))
+    assert (env["HCCL_OP_EXPANSION_MODE"], env["VLLM_ENGINE_READY_TIMEOUT_S"]) == ("AIV", "1800")
+    assert "HCCL_IF_IP" not in env and "http_proxy" not in env, "PD-only env"
+    assert server["env_prepend"] == {"LD_PRELOAD": "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2"}
+    assert server["argv"][:3] == ["vllm", "serve", "/root/.cache/MiniMax-M2.7-w8a8-QuaRot"]
+    flags = argv_flags(server["argv"])
     assert flags["tool-call-parser"] == "minimax_m2" and flags["enable-auto-tool-choice"] is True
     assert flags["speculative-config"]["model"] == "/root/.cache/MiniMax-M2.7-eagle-model-short"
+    # v0.23 drops FlashComm1 (deprecated and ignored).
+    assert "enable_flashcomm1" not in flags["additional-config"]
     assert "kv-transfer-config" not in flags and "data-parallel-rank" not in flags
-    assert inst["url"] == "http://192.0.2.11:8000"
-    assert result["proxies"] == []
-    assert result["table"][0].split()[:3] == ["Host", "Role", "DP"]
+    assert server["url"] == "http://192.0.2.11:8000"
+    assert server["weights"] == [
+        {"what": "model", "path": "/root/.cache/MiniMax-M2.7-w8a8-QuaRot"},
+        {"what": "speculative draft model (eagle3)", "path": "/root/.cache/MiniMax-M2.7-eagle-model-short"},
+    ]
+    assert document["hosts"]["a3-node1"]["proxy"] is None and document["hosts"]["a3-node1"]["network"] == {}
+    assert document["endpoints"] == ["http://192.0.2.11:8000"]
 
 
-def test_a3_container_record() -> None:
-    container = ok(plan())["instances"][0]["container"]
-    assert container["name"] == "vllm-single"
-    assert container["image"].startswith("m.daocloud.io/quay.io/ascend/vllm-ascend:")
-    assert container["devices"][:16] == [f"/dev/davinci{i}" for i in range(16)]
-    assert container["devices"][16:] == ["/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc"]
-    assert "/root/.cache:/root/.cache" in container["volumes"]
-    assert "/usr/local/bin/npu-smi:/usr/local/bin/npu-smi" in container["volumes"]
-    assert (container["network_mode"], container["ipc_mode"], container["shm_size"]) == ("host", "private", "1g")
-    assert container["env"] == ok(plan())["instances"][0]["env"]
-    assert container["command"][:2] == ["/bin/sh", "-c"]
-    assert container["command"][4:] == ok(plan())["instances"][0]["argv"]
+def test_container_record_per_recipe() -> None:
+    v023 = servers(ok(plan(**SINGLE)))[0]["container"]
+    assert v023["name"] == "vllm-single" and v023["image"] == "quay.io/ascend/vllm-ascend:v0.23.0-a3"
+    assert v023["devices"][:16] == [f"/dev/davinci{i}" for i in range(16)]
+    assert v023["devices"][16:] == ["/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc"]
+    # v0.23: --ipc host, no shm size, the whole driver directory and /usr/local/sbin.
+    assert (v023["network_mode"], v023["ipc_mode"], v023["shm_size"]) == ("host", "host", None)
+    assert "/usr/local/Ascend/driver:/usr/local/Ascend/driver" in v023["volumes"]
+    assert "/usr/local/sbin:/usr/local/sbin" in v023["volumes"]
+    assert "/root/.cache:/root/.cache" in v023["volumes"]
+    assert v023["entrypoint"][:2] == ["/bin/sh", "-c"]
+    v021 = servers(ok(plan(**SINGLE, **V021)))[0]["container"]
+    assert (v021["ipc_mode"], v021["shm_size"]) == ("private", "1g")
+    assert "/usr/local/bin/npu-smi:/usr/local/bin/npu-smi" in v021["volumes"]
+    assert v021["image"] == "quay.io/ascend/vllm-ascend:v0.21.0rc1-a3"
 
 
-def test_a2_default_is_one_instance_per_single_host() -> None:
-    result = ok(plan("a2"))
-    assert [(i["host"], i["chips"], i["tp"], i["dp_size"]) for i in result["instances"]] == [
+def test_a2_sample_one_server_per_single_host() -> None:
+    document = ok(plan("a2"))
+    assert [(s["host"], s["chips"], s["tp"], s["dp_size"]) for s in servers(document)] == [
         ("a2-node1", list(range(8)), 8, 1),
         ("a2-node2", list(range(8)), 8, 1),
     ]
-    env = result["instances"][0]["env"]
+    assert document["image"] == "quay.io/ascend/vllm-ascend:v0.23.0"
+    env = servers(document)[0]["container"]["env"]
     assert (env["HCCL_INTRA_PCIE_ENABLE"], env["HCCL_INTRA_ROCE_ENABLE"], env["HCCL_BUFFSIZE"]) == ("1", "0", "512")
-    assert result["instances"][0]["container"]["ipc_mode"] == "host"
+    assert [i["name"] for i in document["instances"]] == ["single0", "single1"]
 
 
-@pytest.mark.parametrize("scenario", sorted(inventory.group_vars("a3", "scenario")["ascend_scenarios"]))
-def test_every_catalogue_scenario_plans_on_the_a3_inventory(scenario: str) -> None:
-    result = ok(plan(ascend_scenario=scenario))
-    assert result["instances"]
-    if scenario.startswith("a2_"):
-        assert any("written for a2" in w["message"] for w in result["warnings"])
+def _recipe_scenarios(recipe: str) -> list[str]:
+    from ansible_collections.ascend.vllm.plugins.module_utils.plan_recipes import resolve_recipes
+
+    return sorted(resolve_recipes(CATALOGUE["recipes"])[recipe].scenarios)
 
 
-@pytest.mark.parametrize("model", sorted(inventory.group_vars("a3", "model")["ascend_models"]))
+@pytest.mark.parametrize("recipe", ["v0.21", "v0.23"])
+def test_every_scenario_of_every_recipe_plans(recipe: str) -> None:
+    for scenario in _recipe_scenarios(recipe):
+        document = ok(plan(node3=True, ascend_scenario=scenario, ascend_recipe=recipe))
+        assert servers(document), scenario
+
+
+def test_withdrawn_scenario_names_the_reason() -> None:
+    result = plan(ascend_scenario="a3_single_long")
+    has_error(result, "a3-node1", "ascend_scenario", "withdrawn in recipe v0.23")
+    assert ok(plan(ascend_scenario="a3_single_long", **V021))["recipe"]["name"] == "v0.21"
+
+
+@pytest.mark.parametrize("model", sorted(CATALOGUE["models"]))
 def test_every_catalogue_model_plans(model: str) -> None:
-    c8 = inventory.group_vars("a3", "model")["ascend_models"][model]["c8"]
     # C8 weights cannot take the catalogue's EAGLE3 (see test_eagle3_with_c8_is_refused).
-    extra = {"ascend_serve_args_extra": {"speculative-config": False}} if c8 else {}
-    result = ok(plan(ascend_model=model, **extra))
-    assert result["instances"][0]["model"].startswith("/root/.cache/MiniMax-M2")
+    extra = {"ascend_serve_args_extra": {"speculative-config": False}} if CATALOGUE["models"][model]["c8"] else {}
+    document = ok(plan(ascend_model=model, **extra))
+    assert servers(document)[0]["model"].startswith("/root/.cache/MiniMax-M2")
 
 
-def test_a2_and_a3_share_their_catalogues() -> None:
-    for name, key in (("model", "ascend_models"), ("scenario", "ascend_scenarios")):
-        assert inventory.group_vars("a2", name)[key] == inventory.group_vars("a3", name)[key], name
+# --- recipes and the image ---------------------------------------------------------------------
 
 
-# --- PD --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("extra", "recipe", "image"),
+    [
+        ({}, "v0.23", "quay.io/ascend/vllm-ascend:v0.23.0-a3"),
+        ({"ascend_vllm_image_tag": "v0.21.0rc1-a3"}, "v0.21", "quay.io/ascend/vllm-ascend:v0.21.0rc1-a3"),
+        ({"ascend_vllm_image_tag": "v0.22.1rc1-a3"}, "v0.21", "quay.io/ascend/vllm-ascend:v0.22.1rc1-a3"),
+        ({"ascend_vllm_image_tag": "v0.24.0-a3"}, "v0.23", "quay.io/ascend/vllm-ascend:v0.24.0-a3"),
+        (
+            {"ascend_vllm_image_mirror": "m.daocloud.io/"},
+            "v0.23",
+            "m.daocloud.io/quay.io/ascend/vllm-ascend:v0.23.0-a3",
+        ),
+        (
+            {"ascend_vllm_image": "registry.local:5000/ascend/vllm:v0.21.0"},
+            "v0.21",
+            "registry.local:5000/ascend/vllm:v0.21.0",
+        ),
+        ({"ascend_recipe": "v0.21"}, "v0.21", "quay.io/ascend/vllm-ascend:v0.21.0rc1-a3"),
+    ],
+)
+def test_recipe_follows_the_image(extra: dict[str, str], recipe: str, image: str) -> None:
+    document = ok(plan(**extra))
+    assert (document["recipe"]["name"], document["image"]) == (recipe, image)
+    assert all(s["container"]["image"] == image for s in servers(document))
 
 
-def test_pd_1p1d_one_instance_per_dp_rank() -> None:
-    result = ok(plan(ascend_scenario="a3_pd_1p1d_200k"))
-    rows = [(i["host"], i["role"], i["dp_rank"], i["dp_local_rank"], i["port"], i["kv_ports"], i["chips"])
-            for i in result["instances"]]  # fmt: skip
-    assert rows == [
-        ("a3-node1", "prefill", 0, 0, 7000, [18000, 18007], list(range(0, 8))),
-        ("a3-node1", "prefill", 1, 1, 7001, [18008, 18015], list(range(8, 16))),
-        ("a3-node2", "decode", 0, 0, 7100, [19000, 19007], list(range(0, 8))),
-        ("a3-node2", "decode", 1, 1, 7101, [19008, 19015], list(range(8, 16))),
-    ]
-    # a3-node3 is in group decode but the two decode ranks fit on a3-node2.
-    assert [(w["host"], w["variable"]) for w in result["warnings"]] == [("a3-node3", "groups.decode")]
-    names = [i["name"] for i in result["instances"]]
-    assert names == ["vllm-prefill-dp0", "vllm-prefill-dp1", "vllm-decode-dp0", "vllm-decode-dp1"]
+def test_v0_23_pd_recipe_differs_from_v0_21_as_the_guide_says() -> None:
+    new, old = (by_name(ok(plan(**extra))) for extra in ({}, V021))
+    for name in ("a3-node1/vllm-prefill0-dp0", "a3-node2/vllm-decode0-dp0"):
+        flags_new, flags_old = argv_flags(new[name]["argv"]), argv_flags(old[name]["argv"])
+        assert (flags_old["gpu-memory-utilization"], flags_new["gpu-memory-utilization"]) == ("0.85", "0.75")
+        assert "VLLM_ASCEND_ENABLE_FLASHCOMM1" in old[name]["container"]["env"]
+        assert "VLLM_ASCEND_ENABLE_FLASHCOMM1" not in new[name]["container"]["env"]
+    prefill, decode = (argv_flags(new[n]["argv"]) for n in ("a3-node1/vllm-prefill0-dp0", "a3-node2/vllm-decode0-dp0"))
+    assert prefill["speculative-config"]["num_speculative_tokens"] == 1
+    assert decode["speculative-config"]["num_speculative_tokens"] == 3
+    assert "async-scheduling" not in decode and "async-scheduling" in argv_flags(
+        old["a3-node2/vllm-decode0-dp0"]["argv"]
+    )
+    assert decode["additional-config"] == {"enable_cpu_binding": True, "recompute_scheduler_enable": True}
+
+
+def test_placeholder_and_moving_tags_warn() -> None:
+    for tag, text in (("CHANGE-ME", "placeholder"), ("latest", "moves")):
+        result = plan(ascend_vllm_image_tag=tag, ascend_recipe="v0.23")
+        ok(result)
+        assert any(text in w["message"] for w in result["warnings"]), result["warnings"]
+
+
+def test_a_tag_that_is_no_version_gets_the_newest_recipe_with_a_warning() -> None:
+    result = plan(ascend_vllm_image="ascend-sim/vllm-ascend:sim")
+    assert ok(result)["recipe"]["name"] == "v0.23"
+    assert any(
+        w["variable"] == "ascend_vllm_image" and "no vLLM-Ascend version" in w["message"] for w in result["warnings"]
+    )
+
+
+def test_unknown_recipe_and_mismatching_recipe() -> None:
+    has_error(plan(ascend_recipe="v9"), "a3-node1", "ascend_recipe", "known: v0.21, v0.23")
+    result = plan(ascend_recipe="v0.21", ascend_vllm_image_tag="v0.23.0-a3")
+    ok(result)
+    assert any(w["variable"] == "ascend_recipe" and "may not match" in w["message"] for w in result["warnings"])
+
+
+# --- PD ----------------------------------------------------------------------------------------
 
 
 def test_pd_flags_data_parallel_group_and_kv_transfer() -> None:
-    result = ok(plan(ascend_scenario="a3_pd_1p1d_200k"))
-    flags = {i["name"]: argv_flags(i["argv"]) for i in result["instances"]}
-    for name, f in flags.items():
-        role = "prefill" if "prefill" in name else "decode"
+    document = ok(plan())
+    for server in servers(document):
+        f, role = argv_flags(server["argv"]), server["role"]
         assert f["data-parallel-size"] == "2" and f["tensor-parallel-size"] == "8"
-        assert f["data-parallel-rank"] == name[-1]
+        assert f["data-parallel-rank"] == str(server["dp_rank"])
         assert f["data-parallel-address"] == ("192.0.2.11" if role == "prefill" else "192.0.2.12")
-        assert f["data-parallel-rpc-port"] == "12321"
+        assert f["data-parallel-rpc-port"] == {"prefill": "12321", "decode": "12421"}[role]
         kv = f["kv-transfer-config"]
         assert kv["kv_role"] == {"prefill": "kv_producer", "decode": "kv_consumer"}[role]
         assert kv["engine_id"] == {"prefill": "0", "decode": "1"}[role]
         assert kv["kv_port"] == {"prefill": "18000", "decode": "19000"}[role]
-    extra = [f["kv-transfer-config"]["kv_connector_extra_config"] for f in flags.values()]
-    assert all(e == extra[0] for e in extra), "both roles see one topology"
-    assert extra[0] == {"use_ascend_direct": True, "prefill": {"dp_size": 2, "tp_size": 8},
-                        "decode": {"dp_size": 2, "tp_size": 8}}  # fmt: skip
+        assert kv["kv_connector_extra_config"] == {
+            "use_ascend_direct": True,
+            "prefill": {"dp_size": 2, "tp_size": 8},
+            "decode": {"dp_size": 2, "tp_size": 8},
+        }
 
 
-def test_pd_env_network_proxies_and_prepends() -> None:
-    result = ok(plan(ascend_scenario="a3_pd_1p1d_200k"))
-    decode = by_name(result)["a3-node2/vllm-decode-dp1"]
-    env = decode["env"]
+def test_pd_env_network_proxies_mounts_and_prepends() -> None:
+    decode = by_name(ok(plan()))["a3-node2/vllm-decode0-dp1"]
+    env = decode["container"]["env"]
     assert env["HCCL_IF_IP"] == "192.0.2.12"
     assert {env[k] for k in ("GLOO_SOCKET_IFNAME", "TP_SOCKET_IFNAME", "HCCL_SOCKET_IFNAME")} == {"enp189s0f0"}
     assert all(env[k] == "" for k in ("http_proxy", "https_proxy", "ftp_proxy", "HTTP_PROXY"))
-    assert (env["PYTHONHASHSEED"], env["HCCL_BUFFSIZE"], env["VLLM_ASCEND_ENABLE_FLASHCOMM1"]) == ("0", "2048", "0")
+    assert (env["PYTHONHASHSEED"], env["HCCL_BUFFSIZE"]) == ("0", "2048")
     assert env["ASCEND_RT_VISIBLE_DEVICES"] == "8,9,10,11,12,13,14,15"
+    assert "HCCL_INTRA_ROCE_ENABLE" not in env, "P and D are on different hosts"
     assert decode["env_prepend"]["LD_LIBRARY_PATH"].endswith("/site-packages/mooncake")
+    assert "/etc/hccn.conf:/etc/hccn.conf:ro" in decode["container"]["volumes"]
+
+
+def test_pd_host_records_ports_network_and_tuning() -> None:
+    document = ok(plan())
+    node1 = document["hosts"]["a3-node1"]
+    assert node1["roles"] == ["prefill", "proxy"]
+    ports = [(p["first"], p["last"], p["owner"]) for p in node1["ports"]]
+    assert ports == [
+        (7000, 7000, "vllm-prefill0-dp0"),
+        (18000, 18007, "vllm-prefill0-dp0"),
+        (12321, 12321, "vllm-prefill0-dp0"),
+        (7001, 7001, "vllm-prefill0-dp1"),
+        (18008, 18015, "vllm-prefill0-dp1"),
+        (8009, 8009, "vllm-pd-proxy"),
+    ]
+    assert node1["network"] == {
+        "nic": "enp189s0f0",
+        "ip": "192.0.2.11",
+        "devices": list(range(16)),
+        "hccn_conf": "/etc/hccn.conf",
+        "fabric_peers": ["a3-node2"],
+    }
+    assert document["hosts"]["a3-node2"]["network"]["fabric_peers"] == ["a3-node1"]
+    assert node1["tuning"] == {
+        "sysctls": {"vm.swappiness": 0, "kernel.numa_balancing": 0, "kernel.sched_migration_cost_ns": 50000},
+        "cpu_governor": "performance",
+    }
 
 
 def test_pd_proxy_record() -> None:
-    result = ok(plan(ascend_scenario="a3_pd_1p1d_200k"))
-    (proxy,) = result["proxies"]
-    assert (proxy["host"], proxy["port"]) == ("a3-node1", 8009)
+    document = ok(plan())
+    proxy = document["hosts"]["a3-node1"]["proxy"]
+    assert (proxy["host"], proxy["port"], proxy["name"], proxy["url"]) == (
+        "a3-node1",
+        8009,
+        "vllm-pd-proxy",
+        "http://192.0.2.11:8009",
+    )
     assert [(e["ip"], e["port"]) for e in proxy["prefill"]] == [("192.0.2.11", 7000), ("192.0.2.11", 7001)]
     assert [e["url"] for e in proxy["decode"]] == ["http://192.0.2.12:7100", "http://192.0.2.12:7101"]
-    # Each backend is named like its instance record, so proxy logs and metrics match the plan.
-    assert [e["name"] for e in proxy["prefill"]] == ["a3-node1/vllm-prefill-dp0", "a3-node1/vllm-prefill-dp1"]
-    assert set(by_name(result)) >= {e["name"] for e in proxy["prefill"] + proxy["decode"]}
-    assert proxy["image"] == result["instances"][0]["container"]["image"]
+    # Each backend is named like its server record, so proxy logs and metrics match the plan.
+    assert [e["name"] for e in proxy["prefill"]] == ["a3-node1/vllm-prefill0-dp0", "a3-node1/vllm-prefill0-dp1"]
+    assert {e["instance"] for e in proxy["decode"]} == {"decode0"}
+    assert set(by_name(document)) >= {e["name"] for e in proxy["prefill"] + proxy["decode"]}
+    assert proxy["image"] == document["image"]
+
+
+def test_1p2d_two_decode_instances_are_independent_dp_groups() -> None:
+    document = ok(plan(node3=True, ascend_scenario="a3_pd_1p2d_200k"))
+    assert document["shape"] == {"prefill": 1, "decode": 2}
+    decode = [i for i in document["instances"] if i["role"] == "decode"]
+    assert [
+        (i["name"], i["hosts"], i["dp_address"], i["dp_rpc_port"], i["engine_id"], i["kv_port"]) for i in decode
+    ] == [
+        ("decode0", ["a3-node2"], "192.0.2.12", 12421, "1", 19000),
+        ("decode1", ["a3-node3"], "192.0.2.13", 12422, "2", 19016),
+    ]
+    for server in servers(document):
+        if server["instance"] == "decode1":
+            flags = argv_flags(server["argv"])
+            assert flags["data-parallel-address"] == "192.0.2.13" and flags["data-parallel-size"] == "2"
+            assert flags["kv-transfer-config"]["engine_id"] == "2"
+    proxy = document["hosts"]["a3-node1"]["proxy"]
+    assert [e["instance"] for e in proxy["decode"]] == ["decode0", "decode0", "decode1", "decode1"]
+
+
+def test_two_instances_of_a_role_on_one_host_get_distinct_ports() -> None:
+    overrides = {"decode": {"instances": 2, "tp": 4, "dp": 2}}
+    document = ok(plan(ascend_scenario_overrides=overrides))
+    rows = [(s["instance"], s["port"], s["kv_ports"], s["chips"][0], s["dp_rpc_port"])
+            for s in servers(document) if s["role"] == "decode"]  # fmt: skip
+    assert rows == [
+        ("decode0", 7100, [19000, 19003], 0, 12421),
+        ("decode0", 7101, [19004, 19007], 4, 12421),
+        ("decode1", 7102, [19008, 19011], 8, 12422),
+        ("decode1", 7103, [19012, 19015], 12, 12422),
+    ]
 
 
 @pytest.mark.parametrize(
     ("scenario", "prefill", "decode"),
     [
         # Table 9.1: (tp, dp) per role and the ranks per decode host.
-        ("a3_pd_1p2d_short_throughput", (2, 8), (1, 32, {"a3-node2": 16, "a3-node3": 16})),
-        ("a3_pd_1p2d_short_latency", (4, 4), (4, 8, {"a3-node2": 4, "a3-node3": 4})),
-        ("a3_pd_1p1d_long_throughput", (8, 2), (8, 2, {"a3-node2": 2})),
-        ("a3_pd_1p2d_long_latency", (8, 2), (8, 4, {"a3-node2": 2, "a3-node3": 2})),
+        ("a3_pd_short_throughput", (2, 8), (1, 32, {"a3-node2": 16, "a3-node3": 16})),
+        ("a3_pd_short_latency", (4, 4), (4, 8, {"a3-node2": 4, "a3-node3": 4})),
+        ("a3_pd_long_throughput", (8, 2), (8, 2, {"a3-node2": 2})),
+        ("a3_pd_long_latency", (8, 2), (8, 4, {"a3-node2": 2, "a3-node3": 2})),
     ],
 )
 def test_table_9_1_rows(scenario: str, prefill: tuple[int, int], decode: tuple[int, int, dict[str, int]]) -> None:
-    result = ok(plan(ascend_scenario=scenario))
-    pre = [i for i in result["instances"] if i["role"] == "prefill"]
-    dec = [i for i in result["instances"] if i["role"] == "decode"]
-    assert {(i["tp"], i["dp_size"]) for i in pre} == {prefill} and len(pre) == prefill[1]
-    assert {(i["tp"], i["dp_size"]) for i in dec} == {decode[:2]} and len(dec) == decode[1]
+    result = plan(node3=True, ascend_scenario=scenario, **V021)
+    document = ok(result)
+    pre = [s for s in servers(document) if s["role"] == "prefill"]
+    dec = [s for s in servers(document) if s["role"] == "decode"]
+    assert {(s["tp"], s["dp_size"]) for s in pre} == {prefill} and len(pre) == prefill[1]
+    assert {(s["tp"], s["dp_size"]) for s in dec} == {decode[:2]} and len(dec) == decode[1]
     per_host: dict[str, int] = {}
-    for inst in dec:
-        per_host[inst["host"]] = per_host.get(inst["host"], 0) + 1
+    for server in dec:
+        per_host[server["host"]] = per_host.get(server["host"], 0) + 1
     assert per_host == decode[2]
-    assert sorted(i["dp_rank"] for i in dec) == list(range(decode[1]))
-    # EP = tp x dp over all ranks with --enable-expert-parallel on every instance.
-    assert all(argv_flags(i["argv"])["enable-expert-parallel"] is True for i in result["instances"])
+    assert sorted(s["dp_rank"] for s in dec) == list(range(decode[1]))
+    # One decode instance (its "1P2D" counts nodes), EP = tp x dp over every rank.
+    assert document["shape"] == {"prefill": 1, "decode": 1}
+    assert all(argv_flags(s["argv"])["enable-expert-parallel"] is True for s in servers(document))
     flags = argv_flags(dec[0]["argv"])
     short = "short" in scenario
-    assert flags["max-model-len"] == ("32768" if short else "200000")
+    assert flags["max-model-len"] == ("32768" if short else "196608")
     assert flags["max-num-seqs"] == ("128" if short else "16")
-    assert dec[0]["env"]["VLLM_ASCEND_ENABLE_FLASHCOMM1"] == "1"
+    assert dec[0]["container"]["env"]["VLLM_ASCEND_ENABLE_FLASHCOMM1"] == "1"
+    if len(decode[2]) == 1:
+        assert [(w["host"], w["variable"]) for w in result["warnings"]] == [("a3-node3", "groups.decode")]
 
 
-def test_pd_last_decode_host_ports_restart_per_host() -> None:
-    result = ok(plan(ascend_scenario="a3_pd_1p2d_short_throughput"))
-    rank16 = next(i for i in result["instances"] if i["role"] == "decode" and i["dp_rank"] == 16)
+def test_pd_ports_restart_per_host() -> None:
+    document = ok(plan(node3=True, ascend_scenario="a3_pd_short_throughput", **V021))
+    rank16 = next(s for s in servers(document) if s["role"] == "decode" and s["dp_rank"] == 16)
     assert (rank16["host"], rank16["port"], rank16["dp_local_rank"], rank16["chips"]) == ("a3-node3", 7100, 0, [0])
     assert rank16["kv_ports"] == [19016, 19016]
     assert argv_flags(rank16["argv"])["data-parallel-address"] == "192.0.2.12"
 
 
 def test_dp_local_spreads_ranks() -> None:
-    overrides = {"decode": {"dp_local": 1}}
-    result = ok(plan(ascend_scenario="a3_pd_1p1d_200k", ascend_scenario_overrides=overrides))
-    dec = [(i["host"], i["dp_rank"], i["port"]) for i in result["instances"] if i["role"] == "decode"]
-    assert dec == [("a3-node2", 0, 7100), ("a3-node3", 1, 7100)]
+    result = plan(node3=True, ascend_scenario_overrides={"decode": {"dp_local": 1}})
+    document = ok(result)
+    rows = [(s["host"], s["dp_rank"], s["port"]) for s in servers(document) if s["role"] == "decode"]
+    assert rows == [("a3-node2", 0, 7100), ("a3-node3", 1, 7100)]
     assert result["warnings"] == []
 
 
 def test_prefill_and_decode_on_one_host() -> None:
     groups = {"prefill": ["a3-node1"], "decode": ["a3-node1"]}
     overrides = {"prefill": {"dp": 1}, "decode": {"dp": 1}}
-    result = ok(
-        plan(
-            ascend_scenario="a3_pd_1p1d_200k",
-            groups=groups,
-            ascend_scenario_overrides=overrides,
-            ascend_decode_dp_rpc_port=12322,
-        )
-    )
-    assert [(i["role"], i["chips"]) for i in result["instances"]] == [
+    document = ok(plan(groups=groups, ascend_scenario_overrides=overrides))
+    assert [(s["role"], s["chips"]) for s in servers(document)] == [
         ("prefill", list(range(8))),
         ("decode", list(range(8, 16))),
     ]
+    # KV goes between two NPUs of one host over RoCE.
+    assert all(s["container"]["env"]["HCCL_INTRA_ROCE_ENABLE"] == "1" for s in servers(document))
+    assert document["hosts"]["a3-node1"]["network"]["fabric_peers"] == []
+
+
+# --- the shape a playbook deploys ----------------------------------------------------------------
+
+
+def test_check_shape() -> None:
+    document = ok(plan())
+    assert check_shape(document, "pd", {"prefill": 1, "decode": 1}, "pd_1p1d.yml") == []
+    (problem,) = check_shape(document, "single", None, "playbooks/single_node.yml")
+    assert "playbooks/single_node.yml deploys a single-node scenario; a3_pd_1p1d_200k is a PD one" in problem
+    (problem,) = check_shape(document, "pd", {"prefill": 1, "decode": 2}, "playbooks/pd_1p2d.yml")
+    assert "deploys 1 prefill and 2 decode instance(s); scenario a3_pd_1p1d_200k has 1 prefill and 1 decode" in problem
+    assert check_shape(ok(plan(**SINGLE)), "pd", None, "pd.yml")[0].startswith("pd.yml deploys a prefill/decode")
 
 
 # --- validation: each error names host and variable -----------------------------------------
 
 
 def test_tp_too_large_for_the_host() -> None:
-    result = plan(ascend_scenario_overrides={"single": {"tp": 8}})
+    result = plan(**SINGLE, ascend_scenario_overrides={"single": {"tp": 8}})
     has_error(result, "a3-node1", "ascend_scenario_overrides.single.tp", "needs 32 chips; the host has 16")
-    assert result["instances"] == []
 
 
 def test_context_parallel_counts_chips() -> None:
-    result = plan(ascend_scenario="a3_single_long", ascend_chips="0-7")
+    result = plan(ascend_scenario="a3_single_long", ascend_chips="0-7", **V021)
     has_error(result, "a3-node1", "ascend_scenarios.a3_single_long.single.tp", "x 2 (pipeline / prefill-context")
 
 
 def test_pd_group_too_small() -> None:
-    result = plan(ascend_scenario="a3_pd_1p2d_short_throughput", groups={"decode": ["a3-node2"]})
-    has_error(result, "group decode (a3-node2)", "ascend_scenarios.a3_pd_1p2d_short_throughput.decode.dp", "hold 16")
+    result = plan(ascend_scenario="a3_pd_short_throughput", **V021)
+    has_error(result, "group decode (a3-node2)", "ascend_scenarios.a3_pd_short_throughput.decode.dp", "hold 16 more")
+    result = plan(ascend_scenario="a3_pd_1p2d_200k")
+    has_error(result, "group decode (a3-node2)", "ascend_scenarios.a3_pd_1p2d_200k.decode.dp", "decode1: dp 2 ranks")
 
 
 def test_dp_local_too_large() -> None:
-    result = plan(ascend_scenario="a3_pd_1p1d_200k", ascend_scenario_overrides={"decode": {"dp_local": 3}})
+    result = plan(node3=True, ascend_scenario_overrides={"decode": {"dp": 4, "dp_local": 3}})
     has_error(result, "a3-node2", "ascend_scenario_overrides.decode.dp_local", "needs 24 chips")
+
+
+def test_instances_only_for_pd_roles() -> None:
+    result = plan(**SINGLE, ascend_scenario_overrides={"single": {"instances": 2}})
+    has_error(result, "a3-node1", "ascend_scenario_overrides.single.instances", "list more hosts instead")
 
 
 def test_chips_bad_values() -> None:
     has_error(plan(ascend_chips="0,1,1"), "a3-node1", "ascend_chips", "more than once")
-    has_error(plan(ascend_chips="14-17"), "a3-node1", "ascend_chips", "[16, 17] do not exist")
+    has_error(plan(ascend_chips="14-17"), "a3-node1", "ascend_chips", "chip 17 does not exist")
+
+
+def test_pathological_chip_range_fails_fast() -> None:
+    started = time.monotonic()
+    has_error(plan(ascend_chips="0-999999999999"), "a3-node1", "ascend_chips", "does not exist")
+    assert time.monotonic() - started < 2, "the range was expanded"
 
 
 def test_http_ports_unique_per_host() -> None:
     groups = {"prefill": ["a3-node1"], "decode": ["a3-node1"]}
     overrides = {"prefill": {"dp": 1}, "decode": {"dp": 1}}
-    result = plan(
-        ascend_scenario="a3_pd_1p1d_200k", groups=groups, ascend_scenario_overrides=overrides, ascend_decode_port=7000
-    )
-    has_error(result, "a3-node1", "ascend_decode_port", "overlap HTTP port of prefill DP rank 0")
-    # Both DP groups meet on a3-node1 at 12321.
-    has_error(result, "a3-node1", "ascend_decode_dp_rpc_port", "overlap prefill DP rpc port")
+    result = plan(groups=groups, ascend_scenario_overrides=overrides, ascend_decode_port=7000,
+                  ascend_decode_dp_rpc_port=12321)  # fmt: skip
+    has_error(result, "a3-node1", "ascend_decode_port", "overlap HTTP port of prefill0")
+    # Both DP groups would meet on a3-node1 at 12321.
+    has_error(result, "a3-node1", "ascend_decode_dp_rpc_port", "overlap DP rpc port of prefill0")
 
 
 def test_kv_ports_overlap_on_a_host() -> None:
     groups = {"prefill": ["a3-node1"], "decode": ["a3-node1"]}
     overrides = {"prefill": {"dp": 1}, "decode": {"dp": 1}}
-    result = plan(
-        ascend_scenario="a3_pd_1p1d_200k",
-        groups=groups,
-        ascend_scenario_overrides=overrides,
-        ascend_decode_dp_rpc_port=12322,
-        ascend_decode_kv_port=18004,
-    )
-    has_error(result, "a3-node1", "ascend_decode_kv_port", "(18004-18011) overlap Mooncake kv ports of prefill")
+    result = plan(groups=groups, ascend_scenario_overrides=overrides, ascend_decode_kv_port=18004)
+    has_error(result, "a3-node1", "ascend_decode_kv_port", "(18004-18011) overlap Mooncake kv ports of prefill0")
 
 
 def test_kv_ports_overlap_http_port() -> None:
-    result = plan(ascend_scenario="a3_pd_1p1d_200k", ascend_prefill_kv_port=6995)
-    has_error(result, "a3-node1", "ascend_prefill_kv_port", "overlap HTTP port of prefill DP rank 0")
+    result = plan(ascend_prefill_kv_port=6995)
+    has_error(result, "a3-node1", "ascend_prefill_kv_port", "overlap HTTP port of prefill0 DP rank 0")
 
 
 def test_kv_port_in_mooncake_range_is_refused() -> None:
-    # The seed's prefill kv_port.
-    result = plan(ascend_scenario="a3_pd_1p1d_200k", ascend_prefill_kv_port=35880)
-    has_error(result, "a3-node1", "ascend_prefill_kv_port", "fall in [20000, 36000)")
+    # The guide's prefill kv_port.
+    has_error(plan(ascend_prefill_kv_port=35880), "a3-node1", "ascend_prefill_kv_port", "fall in [20000, 36000)")
 
 
 def test_mooncake_range_depends_on_the_host_chips() -> None:
     def run(port: int, chips: int) -> list[dict[str, str]]:
         issues = Issues()
-        check_ports([Claim("h", port, port + 7, "kv ports", "ascend_prefill_kv_port")], {"h": chips}, issues)
+        check_ports([Claim("h", port, port + 7, "kv ports", "ascend_prefill_kv_port", None)], {"h": chips}, issues)
         return issues.errors
 
     assert run(27993, 8) and not run(28000, 8)
     assert run(35993, 16) and not run(36000, 16)
     assert run(19993, 8) and not run(19992, 8)
-    assert not run(25000, 0), "only hosts running PD instances have Mooncake"
+    assert not run(25000, 0), "only hosts running PD servers have Mooncake"
+
+
+def test_port_overlaps_are_found_in_any_order() -> None:
+    issues = Issues()
+    claims = [
+        Claim("h", 10, 20, "a", "va", None),
+        Claim("h", 30, 40, "b", "vb", None),
+        Claim("h", 15, 15, "c", "vc", None),
+    ]
+    check_ports(claims, {}, issues)
+    assert [(e["variable"], e["message"]) for e in issues.errors] == [("vc", "c (15) overlap a (10-20, va)")]
 
 
 def test_ephemeral_ports_warn() -> None:
-    # The seed's decode kv_port.
-    result = ok(plan(ascend_scenario="a3_pd_1p1d_200k", ascend_decode_kv_port=56900))
+    # The guide's decode kv_port.
+    result = plan(ascend_decode_kv_port=56900)
+    ok(result)
     assert any(w["variable"] == "ascend_decode_kv_port" and "ephemeral" in w["message"] for w in result["warnings"])
 
 
 def test_ports_past_65535() -> None:
-    result = plan(ascend_scenario="a3_pd_1p1d_200k", ascend_decode_kv_port=65530)
-    has_error(result, "a3-node2", "ascend_decode_kv_port", "beyond port 65535")
+    has_error(plan(ascend_decode_kv_port=65530), "a3-node2", "ascend_decode_kv_port", "beyond port 65535")
 
 
 def test_prefill_tp_smaller_than_decode_tp() -> None:
-    overrides = {"prefill": {"tp": 4, "dp": 4}}
-    result = plan(ascend_scenario="a3_pd_1p1d_200k", ascend_scenario_overrides=overrides)
+    result = plan(ascend_scenario_overrides={"prefill": {"tp": 4, "dp": 4}})
     has_error(result, "group prefill (a3-node1)", "ascend_scenario_overrides.prefill.tp", "prefill tp 4 is smaller")
 
 
 def test_eagle3_with_c8_is_refused() -> None:
-    result = plan(ascend_model="minimax-m2.7-w8a8c8")
+    result = plan(**SINGLE, ascend_model="minimax-m2.7-w8a8c8")
     has_error(result, "a3-node1", "ascend_scenarios.a3_single_short.single.serve_args", "not supported with C8")
     has_error(result, "a3-node1", "with ascend_model")
-    result = ok(plan(ascend_model="minimax-m2.7-w8a8c8", ascend_serve_args_extra={"speculative-config": False}))
-    assert "speculative-config" not in argv_flags(result["instances"][0]["argv"])
+    document = ok(
+        plan(**SINGLE, ascend_model="minimax-m2.7-w8a8c8", ascend_serve_args_extra={"speculative-config": False})
+    )
+    assert "speculative-config" not in argv_flags(servers(document)[0]["argv"])
+    assert [w["what"] for w in servers(document)[0]["weights"]] == ["model"]
 
 
 def test_plan_owned_flags_and_env_are_refused() -> None:
-    result = plan(ascend_serve_args_extra={"tensor_parallel_size": 8, "-dp": 2})
+    result = plan(**SINGLE, ascend_serve_args_extra={"tensor_parallel_size": 8, "-dp": 2})
     has_error(result, "a3-node1", "ascend_serve_args_extra", "--tensor-parallel-size is written by the plan")
     has_error(result, "a3-node1", "ascend_serve_args_extra", "--data-parallel-size is written by the plan")
     result = plan(ascend_env_extra={"ASCEND_RT_VISIBLE_DEVICES": "0,1"})
     has_error(result, "a3-node1", "ascend_env_extra", "ASCEND_RT_VISIBLE_DEVICES is set by the plan")
     overrides = {"decode": {"serve_args": {"kv_transfer_config": {"kv_port": 1}}}}
-    result = plan(ascend_scenario="a3_pd_1p1d_200k", ascend_scenario_overrides=overrides)
+    result = plan(ascend_scenario_overrides=overrides)
     has_error(result, "a3-node2", "ascend_scenario_overrides.decode.serve_args", "--kv-transfer-config is written")
 
 
 def test_contradicting_flags() -> None:
-    result = plan(ascend_scenario="a3_pd_1p1d_200k", ascend_serve_args_extra={"enable-prefix-caching": True})
+    result = plan(ascend_serve_args_extra={"enable-prefix-caching": True})
     has_error(result, "a3-node2", "ascend_scenarios.a3_pd_1p1d_200k.decode.serve_args", "contradicts")
 
 
@@ -393,48 +605,78 @@ def test_flag_values_checked() -> None:
 
 
 def test_missing_and_unknown_settings() -> None:
-    hostvars, groups = inventory.load_inventory("a3")
+    hostvars, groups = site()
     for values in hostvars.values():
-        del values["ascend_vllm_image"]
-    has_error(build_plan(hostvars, groups), "a3-node1", "ascend_vllm_image", "not set")
+        del values["ascend_scenario"]
+    has_error(build_plan(hostvars, groups, CATALOGUE), "a3-node1", "ascend_scenario", "not set")
     has_error(plan(ascend_scenario="a3_tiny"), "a3-node1", "ascend_scenarios.a3_tiny", "known: a2_single")
     has_error(plan(ascend_model="gpt"), "a3-node1", "ascend_model", "no model 'gpt'")
     has_error(plan(ascend_hardware="a5"), "a3-node1", "ascend_hardware", "not one of a3, a2")
-    result = plan(ascend_scenario_overrides={"single": {"tpp": 4}})
-    has_error(result, "a3-node1", "ascend_scenario_overrides", "unknown key(s) tpp")
+    has_error(plan(ascend_scenario_overrides={"decode": {"tpp": 4}}), "a3-node1", "ascend_scenario_overrides", "tpp")
+
+
+def test_misspelled_variables_are_refused_with_a_suggestion() -> None:
+    result = plan(ascend_prefil_port=7000)
+    has_error(result, "a3-node1", "ascend_prefil_port", "did you mean ascend_prefill_port?")
+    has_error(plan(ascend_frobnicate=1), "a3-node1", "ascend_frobnicate", "catalogue/defaults.yml lists them all")
+    # Playbook options and the published plan are not the plan's inputs.
+    ok(plan(ascend_verify_health_timeout=30, ascend_plan={"x": 1}, ascend_pd_shape={"prefill": 1}))
+
+
+def test_models_dir_must_be_absolute() -> None:
+    has_error(plan(ascend_models_dir="models"), "a3-node1", "ascend_models_dir", "not an absolute path")
+
+
+def test_ipv6_local_ip_is_refused() -> None:
+    hostvars, groups = site()
+    hostvars["a3-node2"]["ascend_local_ip"] = "2001:db8::12"
+    has_error(build_plan(hostvars, groups, CATALOGUE), "a3-node2", "ascend_local_ip", "IPv6")
+
+
+def test_site_scenarios_and_models_add_and_replace() -> None:
+    scenarios = {"my_pd": {"extends": "a3_pd_1p1d_200k", "decode": {"serve_args": {"max-num-seqs": 8}}}}
+    models = {"my-weights": {"path": "/data/mine", "served_name": "mine", "quantization": "ascend", "eagle3": None}}
+    result = plan(ascend_scenarios=scenarios, ascend_scenario="my_pd", ascend_models=models, ascend_model="my-weights",
+                  ascend_serve_args_extra={"speculative-config": False})  # fmt: skip
+    document = ok(result)
+    decode = by_name(document)["a3-node2/vllm-decode0-dp0"]
+    assert argv_flags(decode["argv"])["max-num-seqs"] == "8" and decode["model"] == "/data/mine"
+    assert "/data/mine:/data/mine:ro" in decode["container"]["volumes"]
+    # The same messages as for the shipped entries.
+    bad = {"my_pd": {"extends": "a3_pd_1p1d_200k", "decode": {"tp_size": 8}}}
+    has_error(plan(ascend_scenarios=bad, ascend_scenario="my_pd"), "a3-node1", "ascend_scenarios.my_pd",
+              "unknown key(s) tp_size")  # fmt: skip
 
 
 def test_extends_loop() -> None:
-    scenarios = copy.deepcopy(inventory.group_vars("a3", "scenario")["ascend_scenarios"])
-    scenarios["a3_single_short"]["extends"] = "a3_single_long"
-    has_error(plan(ascend_scenarios=scenarios), "a3-node1", "ascend_scenarios.a3_single_short", "'extends' loop")
+    scenarios = {"loop_a": {"extends": "loop_b"}, "loop_b": {"extends": "loop_a"}}
+    has_error(plan(ascend_scenarios=scenarios, ascend_scenario="loop_a"), "a3-node1", "ascend_scenarios.loop_a", "loop")
 
 
 def test_no_hosts_in_the_mode_groups() -> None:
-    has_error(plan(groups={"single": []}), "group single", "groups", "needs hosts in group single")
+    has_error(plan(groups={"decode": []}), "group decode", "groups", "needs hosts in group decode")
     has_error(plan(groups={"single": [], "prefill": [], "decode": []}), "inventory", "groups")
+    has_error(plan(groups={"proxy": []}), "group proxy", "groups", "no proxy host")
 
 
 def test_deployment_wide_variables_must_agree() -> None:
-    hostvars, groups = inventory.load_inventory("a3", {})
+    hostvars, groups = site(node3=True, ascend_scenario="a3_pd_long_latency", ascend_recipe="v0.21")
     hostvars["a3-node3"]["ascend_model"] = "minimax-m2.5-w8a8"
-    for name in hostvars:
-        hostvars[name]["ascend_scenario"] = "a3_pd_1p2d_long_latency"
-    has_error(build_plan(hostvars, groups), "a3-node3", "ascend_model", "differs from 'minimax-m2.7-w8a8' on a3-node1")
+    has_error(build_plan(hostvars, groups, CATALOGUE), "a3-node3", "ascend_model", "differs from 'minimax-m2.7-w8a8'")
 
 
-def test_dp_group_topology_must_agree() -> None:
-    hostvars, groups = inventory.load_inventory("a3", {"ascend_scenario": "a3_pd_1p2d_long_latency"})
+def test_role_topology_must_agree() -> None:
+    hostvars, groups = site(node3=True, ascend_scenario="a3_pd_long_latency", ascend_recipe="v0.21")
     hostvars["a3-node3"]["ascend_scenario_overrides"] = {"decode": {"tp": 4}}
-    result = build_plan(hostvars, groups)
+    result = build_plan(hostvars, groups, CATALOGUE)
     has_error(result, "a3-node3", "ascend_scenario_overrides.decode.tp", "differs from 8 on a3-node2")
 
 
 def test_pd_hosts_need_an_ip() -> None:
-    hostvars, groups = inventory.load_inventory("a3", {"ascend_scenario": "a3_pd_1p1d_200k"})
+    hostvars, groups = site()
     del hostvars["a3-node2"]["ascend_local_ip"]
     hostvars["a3-node1"]["ascend_local_ip"] = "node-one"
-    result = build_plan(hostvars, groups)
+    result = build_plan(hostvars, groups, CATALOGUE)
     has_error(result, "a3-node2", "ascend_local_ip", "not set")
     has_error(result, "a3-node1", "ascend_local_ip", "not an IP address")
 
@@ -444,42 +686,32 @@ def test_env_values_must_be_text() -> None:
 
 
 def test_fused_mc2_on_a2_warns() -> None:
-    result = ok(plan("a2", ascend_env_extra={"VLLM_ASCEND_ENABLE_FUSED_MC2": "1"}))
+    result = plan("a2", ascend_env_extra={"VLLM_ASCEND_ENABLE_FUSED_MC2": "1"})
+    ok(result)
     assert any("fused MC2" in w["message"] and w["host"] == "a2-node1" for w in result["warnings"])
 
 
-JUNK = (None, "x", -1, True, [], {"x": {"y": None}}, '{"single": 1}')
+JUNK = (None, "x", -1, True, [], {"x": {"y": None}}, '{"single": 1}', "0-99999999999")
 
 
-def _paths(hostvars: dict[str, Any], scenario: str) -> list[tuple[str, ...]]:
-    """Every ascend_* variable, and the nested settings of the chosen scenario and model."""
-    values = hostvars["a3-node1"]
-    paths = [(k,) for k in sorted(values) if k.startswith("ascend_")]
-    entry = values["ascend_scenarios"][scenario]
-    for key, value in entry.items():
-        paths.append(("ascend_scenarios", scenario, key))
-        if isinstance(value, dict) and key in ("single", "prefill", "decode"):
-            paths += [("ascend_scenarios", scenario, key, sub) for sub in value]
-    paths += [("ascend_models", "minimax-m2.7-w8a8", key) for key in values["ascend_models"]["minimax-m2.7-w8a8"]]
-    for flag in ("speculative-config", "prefill-context-parallel-size", "gpu-memory-utilization", "port"):
-        paths.append(("ascend_serve_args_extra", flag))
-    return paths
-
-
-@pytest.mark.parametrize("scenario", ["a3_single_short", "a3_pd_1p2d_long_latency"])
+@pytest.mark.parametrize("scenario", ["a3_single_short", "a3_pd_1p2d_200k"])
 def test_no_value_makes_the_plan_crash(scenario: str) -> None:
     """Whatever a variable holds, the plan reports errors; it never raises (Ansible would show a
     traceback instead of host and variable)."""
-    hostvars, groups = inventory.load_inventory("a3", {"ascend_scenario": scenario})
-    for path in _paths(hostvars, scenario):
+    hostvars, groups = site(node3=True, ascend_scenario=scenario)
+    paths = [(name,) for name in sorted(CATALOGUE["defaults"])]
+    paths += [("ascend_scenario_overrides", role, key) for role in ("single", "decode") for key in ("tp", "instances")]
+    paths += [("ascend_serve_args_extra", flag) for flag in ("speculative-config", "prefill-context-parallel-size")]
+    paths += [("ascend_models", "minimax-m2.7-w8a8", "path"), ("ascend_scenarios", scenario)]
+    for path in paths:
         for value in JUNK:
             broken = copy.deepcopy(hostvars)
             for values in broken.values():
                 target = values
                 for key in path[:-1]:
-                    target = target.setdefault(key, {})
+                    target = target.setdefault(key, {}) if isinstance(target.get(key, {}), dict) else {}
                 target[path[-1]] = value
-            result = build_plan(broken, groups)
+            result = build_plan(broken, groups, CATALOGUE)
             assert isinstance(result["errors"], list) and isinstance(result["table"], list), (path, value)
 
 
@@ -487,8 +719,9 @@ def test_no_value_makes_the_plan_crash(scenario: str) -> None:
 
 
 def test_survey_strings_are_coerced() -> None:
-    result = ok(
+    document = ok(
         plan(
+            **SINGLE,
             ascend_scenario_overrides='{"single": {"tp": "8", "dp": "2"}}',
             ascend_tool_calling="false",
             ascend_serve_args_extra='{"max_num_seqs": "32", "enforce-eager": "true", "async-scheduling": "false"}',
@@ -496,12 +729,12 @@ def test_survey_strings_are_coerced() -> None:
             ascend_jemalloc_preload="no",
         )
     )
-    (inst,) = result["instances"]
-    flags = argv_flags(inst["argv"])
+    (server,) = servers(document)
+    flags = argv_flags(server["argv"])
     assert (flags["tensor-parallel-size"], flags["data-parallel-size"], flags["port"]) == ("8", "2", "8001")
     assert flags["max-num-seqs"] == "32" and flags["enforce-eager"] is True
     assert "async-scheduling" not in flags and "tool-call-parser" not in flags
-    assert inst["env_prepend"] == {} and inst["container"]["command"] == inst["argv"]
+    assert server["env_prepend"] == {} and server["container"]["entrypoint"] is None
 
 
 @pytest.mark.parametrize(
@@ -518,49 +751,69 @@ def test_survey_strings_are_coerced() -> None:
     ],
 )
 def test_values_that_cannot_be_coerced_name_the_variable(extra: dict[str, Any], variable: str, text: str) -> None:
-    has_error(plan(**extra), "a3-node1", variable, text)
+    has_error(plan(**SINGLE, **extra), "a3-node1", variable, text)
 
 
 def test_overrides_merge_key_by_key() -> None:
-    result = ok(
+    document = ok(
         plan(
+            **SINGLE,
             ascend_scenario_overrides={"serve_args": {"max-model-len": 65536}, "env": {"HCCL_BUFFSIZE": "1536"}},
             ascend_serve_args_extra={"additional-config": {"enable_cpu_binding": None, "weight_nz_mode": False}},
             ascend_env_extra={"TASK_QUEUE_ENABLE": None, "EXTRA": 7},
         )
     )
-    inst = result["instances"][0]
-    flags = argv_flags(inst["argv"])
+    server = servers(document)[0]
+    flags = argv_flags(server["argv"])
     assert flags["max-model-len"] == "65536" and flags["max-num-seqs"] == "48"
-    assert flags["additional-config"] == {"enable_fused_mc2": True, "enable_flashcomm1": True, "weight_nz_mode": False}
-    assert inst["env"]["HCCL_BUFFSIZE"] == "1536" and inst["env"]["EXTRA"] == "7"
-    assert "TASK_QUEUE_ENABLE" not in inst["env"]
+    assert flags["additional-config"] == {"enable_fused_mc2": True, "weight_nz_mode": False}
+    env = server["container"]["env"]
+    assert env["HCCL_BUFFSIZE"] == "1536" and env["EXTRA"] == "7"
+    assert "TASK_QUEUE_ENABLE" not in env
 
 
 def test_served_name_chips_and_arch() -> None:
-    result = ok(
-        plan(ascend_served_model_name="minimax", ascend_chips=[8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7],
-             ascend_cpu_arch="x86_64")
+    document = ok(
+        plan(**SINGLE, ascend_served_model_name="minimax",
+             ascend_chips=[8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7], ascend_cpu_arch="x86_64")
     )  # fmt: skip
-    inst = result["instances"][0]
-    assert inst["served_model_name"] == "minimax" and argv_flags(inst["argv"])["served-model-name"] == "minimax"
-    assert inst["env"]["ASCEND_RT_VISIBLE_DEVICES"].startswith("8,9,")
-    assert inst["env_prepend"]["LD_PRELOAD"] == "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+    server = servers(document)[0]
+    assert server["served_model_name"] == "minimax" and argv_flags(server["argv"])["served-model-name"] == "minimax"
+    assert document["served_model_name"] == "minimax"
+    assert server["container"]["env"]["ASCEND_RT_VISIBLE_DEVICES"].startswith("8,9,")
+    assert server["env_prepend"]["LD_PRELOAD"] == "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 
 
 def test_weights_outside_the_models_dir_are_mounted() -> None:
-    models = copy.deepcopy(inventory.group_vars("a3", "model")["ascend_models"])
-    models["minimax-m2.7-w8a8"]["eagle3"] = "/data/eagle/"
-    inst = ok(plan(ascend_models=models))["instances"][0]
-    assert "/data/eagle:/data/eagle:ro" in inst["container"]["volumes"]
-    assert argv_flags(inst["argv"])["speculative-config"]["model"] == "/data/eagle/"
+    models = {"minimax-m2.7-w8a8": {**CATALOGUE["models"]["minimax-m2.7-w8a8"], "eagle3": "/data/eagle/"}}
+    server = servers(ok(plan(**SINGLE, ascend_models=models)))[0]
+    assert "/data/eagle:/data/eagle:ro" in server["container"]["volumes"]
+    assert argv_flags(server["argv"])["speculative-config"]["model"] == "/data/eagle/"
+    assert server["weights"][1]["path"] == "/data/eagle/"
 
 
-def test_the_plan_is_deterministic_and_leaves_its_input_alone() -> None:
-    hostvars, groups = inventory.load_inventory("a3", {"ascend_scenario": "a3_pd_1p2d_short_latency"})
+def test_the_plan_is_deterministic_json_and_leaves_its_input_alone() -> None:
+    hostvars, groups = site(node3=True, ascend_scenario="a3_pd_short_latency", ascend_recipe="v0.21")
     before = copy.deepcopy(hostvars)
-    assert build_plan(hostvars, groups) == build_plan(hostvars, groups)
+    first = build_plan(hostvars, groups, CATALOGUE)
+    assert first == build_plan(hostvars, groups, CATALOGUE)
     assert hostvars == before
+    assert json.loads(json.dumps(first["plan"])) == first["plan"]
+
+
+def test_each_argv_is_stored_once() -> None:
+    document = ok(plan())
+    text = json.dumps(document)
+    for server in servers(document):
+        assert text.count(json.dumps(server["argv"])[1:-1]) == 1, server["name"]
+
+
+def test_serve_commands_one_line_per_server() -> None:
+    document = ok(plan())
+    lines = serve_commands(document).splitlines()
+    assert lines[0] == "# a3-node1 vllm-prefill0-dp0 (prefill0)"
+    assert lines[1].startswith("vllm serve /root/.cache/MiniMax-M2.7-w8a8-QuaRot --served-model-name MiniMax-M2.7")
+    assert len(lines) == 2 * len(servers(document))
 
 
 # --- building blocks -------------------------------------------------------------------------
@@ -568,18 +821,18 @@ def test_the_plan_is_deterministic_and_leaves_its_input_alone() -> None:
 
 def test_kv_transfer_config_is_one_function_for_both_roles() -> None:
     sizes = {"prefill": (8, 2), "decode": (4, 4)}
-    producer, consumer = kv_transfer_config("prefill", 18000, sizes), kv_transfer_config("decode", 19000, sizes)
+    producer = kv_transfer_config("prefill", 18000, "0", sizes)
+    consumer = kv_transfer_config("decode", 19000, "1", sizes)
     assert producer["kv_connector_extra_config"] == consumer["kv_connector_extra_config"]
     assert producer["kv_connector_extra_config"]["decode"] == {"dp_size": 4, "tp_size": 4}
     assert (producer["kv_role"], consumer["kv_role"]) == ("kv_producer", "kv_consumer")
 
 
-def test_start_command_prepends_to_the_image_env() -> None:
+def test_entrypoint_prepends_to_the_image_env() -> None:
     argv = ["printenv", "LD_PRELOAD"]
-    command = start_command(argv, {"LD_PRELOAD": "/new/lib.so"})
-    assert command[4:] == argv
+    command = [*entrypoint({"LD_PRELOAD": "/new/lib.so"}), *argv]
     with_old = subprocess.run(command, env={"LD_PRELOAD": "/old.so"}, capture_output=True, text=True, check=True)
     assert with_old.stdout.strip() == "/new/lib.so:/old.so"
     without = subprocess.run(command, env={}, capture_output=True, text=True, check=True)
     assert without.stdout.strip() == "/new/lib.so"
-    assert start_command(argv, {}) == argv
+    assert entrypoint({}) is None

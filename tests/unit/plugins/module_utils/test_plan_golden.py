@@ -6,15 +6,14 @@ For an inventory equivalent to a seed recipe (the sample inventory, the seed's p
 /path/to/weight/..., its served name and ports, no tool-calling flags), the generated
 ``vllm serve`` flags and values must equal the seed's, compared flag by flag: names with
 ``_``/``-`` normalised, JSON values compared as parsed JSON. So are the environment, the
-host tuning and the container settings. Each difference is asserted explicitly, with the
-reason; the list of deviations is documented at the top of
-inventories/a3/group_vars/all/scenario.yml and in plugins/module_utils/plan.py.
+host tuning and the container settings. The guide was written for vLLM-Ascend v0.21, so these
+tests plan with recipe v0.21. Each difference is asserted explicitly, with the reason; the list
+of deviations is documented at the top of catalogue/recipes/v0.21.yml.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import importlib.util
 import json
 import multiprocessing
@@ -113,25 +112,29 @@ def seed_env(text: str, values: dict[str, str]) -> tuple[dict[str, str], dict[st
 # --- inventories equivalent to the seed's recipes ---------------------------------------------
 
 
+CATALOGUE = inventory.catalogue()
+
+
 def seed_inventory(site: str, **extra: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """The sample inventory with the seed's paths and no tool-calling flags (added in 5.1 "if you
-    need to test with curl and tool calling"; tested on their own below)."""
-    models = copy.deepcopy(inventory.group_vars(site, "model")["ascend_models"])
-    models["minimax-m2.7-w8a8"]["eagle3"] = "Eagle3/"
-    return inventory.load_inventory(
-        site,
-        {"ascend_models_dir": "/path/to/weight", "ascend_models": models, "ascend_tool_calling": False, **extra},
-    )
+    """The sample inventory with recipe v0.21, the seed's paths and no tool-calling flags (added
+    in 5.1 "if you need to test with curl and tool calling"; tested on their own below)."""
+    models = {"minimax-m2.7-w8a8": {**CATALOGUE["models"]["minimax-m2.7-w8a8"], "eagle3": "Eagle3/"}}
+    seed = {"ascend_models_dir": "/path/to/weight", "ascend_models": models, "ascend_tool_calling": False}
+    return inventory.load_inventory(site, {"ascend_recipe": "v0.21", **seed, **extra})
 
 
 def plan_of(site: str, **extra: Any) -> dict[str, Any]:
-    result = build_plan(*seed_inventory(site, **extra))
+    result = build_plan(*seed_inventory(site, **extra), CATALOGUE)
     assert result["errors"] == [], [e["text"] for e in result["errors"]]
-    return result
+    return result["plan"]
 
 
-def our_command(instance: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    return instance["argv"][2], parse_flags(instance["argv"][3:])
+def servers(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for record in document["hosts"].values() for s in record["servers"]]
+
+
+def our_command(server: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return server["argv"][2], parse_flags(server["argv"][3:])
 
 
 def assert_same_flags(ours: dict[str, Any], seed: dict[str, Any], deviations: dict[str, Any]) -> None:
@@ -142,11 +145,11 @@ def assert_same_flags(ours: dict[str, Any], seed: dict[str, Any], deviations: di
         assert ours[name] == expected, f"--{name}: ours {ours[name]!r}, seed {seed_value!r}"
 
 
-def assert_host_tuning(site: str, tuning: dict[str, Any]) -> None:
-    hardware = inventory.group_vars(site, "hardware")
-    assert hardware["ascend_sysctls"] == tuning["sysctls"]
-    if tuning["governor"]:
-        assert hardware["ascend_cpu_governor"] == tuning["governor"]
+def assert_host_tuning(document: dict[str, Any], tuning: dict[str, Any]) -> None:
+    for record in document["hosts"].values():
+        assert record["tuning"]["sysctls"] == tuning["sysctls"]
+        if tuning["governor"]:
+            assert record["tuning"]["cpu_governor"] == tuning["governor"]
 
 
 ALL_A3_CHIPS = ",".join(str(c) for c in range(16))
@@ -156,18 +159,19 @@ ALL_A3_CHIPS = ",".join(str(c) for c in range(16))
 
 
 def test_a3_single_node() -> None:
-    (instance,) = plan_of("a3", ascend_scenario="a3_single_short")["instances"]
+    document = plan_of("a3", ascend_scenario="a3_single_short")
+    (server,) = servers(document)
     text = fixture("a3_single.sh")
     model, seed = serve_command(text)
-    ours_model, ours = our_command(instance)
+    ours_model, ours = our_command(server)
     assert ours_model == model
     assert_same_flags(ours, seed, {})
 
     env, prepend, tuning = seed_env(text, {})
-    # The seed runs with every chip visible; the plan names the instance's chips: the same 16.
-    assert instance["env"] == {**env, "ASCEND_RT_VISIBLE_DEVICES": ALL_A3_CHIPS}
-    assert instance["env_prepend"] == prepend
-    assert_host_tuning("a3", tuning)
+    # The seed runs with every chip visible; the plan names the server's chips: the same 16.
+    assert server["container"]["env"] == {**env, "ASCEND_RT_VISIBLE_DEVICES": ALL_A3_CHIPS}
+    assert server["env_prepend"] == prepend
+    assert_host_tuning(document, tuning)
 
 
 def a3_long_context_command() -> str:
@@ -178,38 +182,38 @@ def a3_long_context_command() -> str:
 
 
 def test_a3_single_node_long_context() -> None:
-    (instance,) = plan_of("a3", ascend_scenario="a3_single_long")["instances"]
+    (server,) = servers(plan_of("a3", ascend_scenario="a3_single_long"))
     model, seed = a3_long_context_command()
-    ours_model, ours = our_command(instance)
+    ours_model, ours = our_command(server)
     assert ours_model == model
     assert_same_flags(ours, seed, {})
     # tp 8 x prefill context parallel 2 = 16 chips.
-    assert instance["chips"] == list(range(16))
+    assert server["chips"] == list(range(16))
 
 
 def test_a2_single_node() -> None:
-    result = plan_of("a2", ascend_scenario="a2_single")
+    document = plan_of("a2", ascend_scenario="a2_single")
     text = fixture("a2_single.sh")
     model, seed = serve_command(text)
     env, prepend, tuning = seed_env(text, {})
-    for instance in result["instances"]:
-        ours_model, ours = our_command(instance)
+    for server in servers(document):
+        ours_model, ours = our_command(server)
         assert ours_model == model
         # Deviation: --data-parallel-size is always written (the seed leaves vLLM's default 1 implicit).
         assert ours.pop("data-parallel-size") == "1"
         assert_same_flags(ours, seed, {})
-        assert instance["env"] == {**env, "ASCEND_RT_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}
-        assert instance["env_prepend"] == prepend
-    # The A2 recipe has no cpufreq line; hardware.yml keeps the A3 governor (documented there).
+        assert server["container"]["env"] == {**env, "ASCEND_RT_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}
+        assert server["env_prepend"] == prepend
+    # The A2 recipe has no cpufreq line; the default governor is the A3 one (catalogue/defaults.yml).
     assert tuning["governor"] is None
-    assert_host_tuning("a2", tuning)
+    assert_host_tuning(document, tuning)
 
 
 def test_tool_calling_flags() -> None:
     seed = parse_flags(words(fixture("tool_calling_flags.txt")))
     for site, scenario in (("a3", "a3_single_short"), ("a2", "a2_single")):
-        base = our_command(plan_of(site, ascend_scenario=scenario)["instances"][0])[1]
-        with_tools = our_command(plan_of(site, ascend_scenario=scenario, ascend_tool_calling=True)["instances"][0])[1]
+        base = our_command(servers(plan_of(site, ascend_scenario=scenario))[0])[1]
+        with_tools = our_command(servers(plan_of(site, ascend_scenario=scenario, ascend_tool_calling=True))[0])[1]
         assert {k: v for k, v in with_tools.items() if k not in base} == seed
 
 
@@ -268,39 +272,45 @@ def test_seed_launcher_starts_only_rank_0(monkeypatch: pytest.MonkeyPatch) -> No
     assert [call[3] for call in started] == ["0", "1"], "as meant: both ranks"
     blocked = run_launcher(monkeypatch, "pd_prefill_launch.sh", ips, join_blocks=True)
     assert [call[3] for call in blocked] == ["0"], "as written: rank 1 never starts"
-    ours = [i["dp_rank"] for i in plan_of("a3", **SEED_PD)["instances"] if i["role"] == "prefill"]
+    ours = [s["dp_rank"] for s in servers(plan_of("a3", **SEED_PD)) if s["role"] == "prefill"]
     assert ours == [0, 1]
 
 
 @pytest.mark.parametrize("role", ["prefill", "decode"])
 def test_pd_instances_match_the_seed(monkeypatch: pytest.MonkeyPatch, role: str) -> None:
-    result = plan_of("a3", **SEED_PD)
+    document = plan_of("a3", **SEED_PD)
     hostvars, _ = seed_inventory("a3", **SEED_PD)
     host = {"prefill": "a3-node1", "decode": "a3-node2"}[role]
     ip, nic = hostvars[host]["ascend_local_ip"], hostvars[host]["ascend_nic_name"]
     # As the launcher's author meant it: every rank starts (see test_seed_launcher_starts_only_rank_0).
     calls = run_launcher(monkeypatch, f"pd_{role}_launch.sh", {f"<{role}_ip>": ip}, join_blocks=False)
-    ours = [i for i in result["instances"] if i["role"] == role]
+    ours = [s for s in servers(document) if s["role"] == role]
     assert len(ours) == len(calls) == 2
     template = fixture(f"pd_{role}_run_dp_template.sh")
-    for instance, call in zip(ours, calls):
+    for server, call in zip(ours, calls):
         positional = {f"${n}": value for n, value in enumerate(call, start=1)}
         model, seed = serve_command(template, positional)
-        ours_model, flags = our_command(instance)
-        assert ours_model == model and instance["host"] == host
-        deviations = {}
+        ours_model, flags = our_command(server)
+        assert ours_model == model and server["host"] == host
+        # Deviation: MiniMax-M2's config.json has max_position_embeddings 196608, and vLLM
+        # refuses the seed's 200000 at start.
+        deviations: dict[str, Any] = {"max-model-len": "196608"}
         if role == "prefill":
             # Deviation: the seed's kv_port 35880 is inside Mooncake's random range on a
-            # 16-chip host, [20000, 36000); the inventory's prefill default is 18000.
+            # 16-chip host, [20000, 36000); the catalogue's prefill default is 18000.
             deviations["kv-transfer-config"] = {**seed["kv-transfer-config"], "kv_port": "18000"}
+        else:
+            # Deviation: decode's DP group meets on 12421, so a host carrying both roles' first
+            # ranks works as it is.
+            deviations["data-parallel-rpc-port"] = "12421"
         assert_same_flags(flags, seed, deviations)
 
         env, prepend, tuning = seed_env(template, {"$local_ip": ip, "$nic_name": nic, "$1": call[0]})
         # Docker can inject upper-case proxy variables too; they are cleared with the seed's three.
         cleared_too = {"HTTP_PROXY": "", "HTTPS_PROXY": "", "FTP_PROXY": ""}
-        assert instance["env"] == {**env, **cleared_too}
-        assert instance["env_prepend"] == prepend
-        assert_host_tuning("a3", tuning)
+        assert server["container"]["env"] == {**env, **cleared_too}
+        assert server["env_prepend"] == prepend
+        assert_host_tuning(document, tuning)
 
 
 def test_pd_proxy_matches_the_seed() -> None:
@@ -312,7 +322,7 @@ def test_pd_proxy_matches_the_seed() -> None:
             flags[key] = []
         else:
             flags[key].append(word)
-    (proxy,) = plan_of("a3", **SEED_PD)["proxies"]
+    proxy = plan_of("a3", **SEED_PD)["hosts"]["a3-node1"]["proxy"]
     assert [str(proxy["port"])] == flags["port"]
     ips = {"<prefill_ip>": "192.0.2.11", "<decode_ip>": "192.0.2.12"}
     assert [e["ip"] for e in proxy["prefill"]] == [ips[h] for h in flags["prefiller-hosts"]]
@@ -342,7 +352,7 @@ def docker_run(name: str) -> dict[str, Any]:
 def test_containers_match_the_seed_docker_run(site: str) -> None:
     seed = docker_run(f"docker_run_{site}.sh")
     scenario = {"a3": "a3_single_short", "a2": "a2_single"}[site]
-    container = build_plan(*inventory.load_inventory(site, {"ascend_scenario": scenario}))["instances"][0]["container"]
+    container = servers(plan_of(site, ascend_scenario=scenario, ascend_models_dir="/root/.cache"))[0]["container"]
     assert sorted(container["devices"]) == sorted(seed["device"])
     assert container["volumes"] == seed["v"]
     assert container["shm_size"] == seed["shm-size"]
