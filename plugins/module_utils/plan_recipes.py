@@ -31,6 +31,9 @@ RECIPE_KEYS = ("name", "vllm_ascend", "extends", "withdrawn", "hardware", "env",
 HARDWARE_KEYS = ("image_tag", "env", "container")
 CONTAINER_KEYS = ("ipc_mode", "shm_size", "driver_mounts")
 _VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
+# vLLM-Ascend tags its images v<version>[rcN][-a3|-openeuler|...]; another registry's own tag
+# (a mirror's "0.1.0", a site's "2026-05") says nothing about the vLLM-Ascend inside.
+_TAG_RE = re.compile(r"^v\d+\.\d+")
 # Tags that only stand for "fill me in": deploying one would pull nothing or the wrong thing.
 _PLACEHOLDER_RE = re.compile(r"change[-_]?me|todo|fixme|xxx|placeholder|<.*>|your[-_]", re.IGNORECASE)
 
@@ -157,7 +160,7 @@ def _recipe_for_tag(
     view: HostView, recipes: Mapping[str, Recipe], named: Optional[str], tag: str, variable: str
 ) -> Tuple[Recipe, str]:
     newest = max(recipes.values(), key=lambda r: r.version)
-    version = version_of(tag)
+    version = version_of(tag) if _TAG_RE.match(tag) else None
     if named:
         recipe = recipes[named]
         if version is not None and version[:2] != recipe.version[:2]:
@@ -169,8 +172,8 @@ def _recipe_for_tag(
         return recipe, f"ascend_recipe (image tag {tag})"
     if version is None:
         message = (
-            f"image tag {tag!r} is no vLLM-Ascend version: using the newest recipe, {newest.name}; "
-            "set ascend_recipe to choose"
+            f"image tag {tag!r} is no vLLM-Ascend release tag (v<version>...): using the newest recipe, "
+            f"{newest.name}; set ascend_recipe to choose"
         )
         view.issues.warn(view.name, variable, message)
         return newest, f"the newest recipe: image tag {tag} is no version"

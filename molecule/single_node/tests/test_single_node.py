@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 
 import pytest
-import testinfra
 import testinfra.utils.ansible_runner
+
+from tests.molecule_plan import assert_runs_as_planned, load_plan, node
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
@@ -26,31 +27,17 @@ TARBALL_COPY_DIR = "/var/tmp/ascend-vllm"
 
 @pytest.fixture(scope="module")
 def plan():
-    return json.loads((EPHEMERAL / "plan" / "plan.json").read_text())
-
-
-def node(name):
-    return testinfra.get_host(f"docker://{name}")
+    return load_plan(EPHEMERAL)
 
 
 def inventory(name):
     return RUNNER.get_variables(name)
 
 
-def instance_of(plan, name):
-    instances = [i for i in plan["instances"] if i["host"] == name]
-    assert len(instances) == 1, instances
-    return instances[0]
-
-
-def bind(text):
-    """A src:dst[:mode] bind without Docker's spelling differences (trailing "/", implicit rw)."""
-    src, dst, *mode = text.split(":")
-    return src.rstrip("/"), dst.rstrip("/"), ("ro" if mode == ["ro"] else "rw")
-
-
-def inspect(host, container):
-    return json.loads(host.check_output(f"docker inspect {container}"))[0]
+def server_of(plan, name):
+    servers = plan["hosts"][name]["servers"]
+    assert len(servers) == 1, servers
+    return servers[0]
 
 
 @pytest.mark.parametrize("name", NODES)
@@ -60,46 +47,28 @@ def test_check_mode_on_the_fresh_node_created_nothing(name):
     assert state["images"] == []
     assert state["containers"] == []
     assert state["files"] == []
-    assert "installed" not in state["jemalloc"].split()
 
 
 @pytest.mark.parametrize("name", NODES)
 def test_plan_uses_every_chip_of_the_hardware(name, plan):
     invs = inventory(name)
     assert plan["scenario"] == invs["ascend_scenario"]
-    instance = instance_of(plan, name)
-    chips = invs["ascend_chips_per_node"]
-    assert instance["chips"] == list(range(chips))
-    assert instance["tp"] * (instance.get("dp_size") or 1) == chips
+    server = server_of(plan, name)
+    chips = {"a3": 16, "a2": 8}[invs["ascend_hardware"]]
+    assert server["chips"] == list(range(chips))
+    assert server["tp"] * (server.get("dp_size") or 1) == chips
     # The node's simulated hardware agrees with the inventory's.
     assert int(node(name).check_output("ls /dev | grep -c '^davinci[0-9]'")) == chips
 
 
 @pytest.mark.parametrize("name", NODES)
 def test_container_runs_as_planned(name, plan):
-    planned = instance_of(plan, name)["container"]
-    info = inspect(node(name), planned["name"])
-    config, host_config = info["Config"], info["HostConfig"]
-    assert info["State"]["Running"]
-    assert config["Image"] == planned["image"]
-    assert config["Cmd"] == planned["command"]
-    assert config["User"] == planned["user"]
-    assert host_config["NetworkMode"] == planned["network_mode"]
-    assert host_config["IpcMode"] == planned["ipc_mode"]
-    assert host_config["RestartPolicy"]["Name"] == "unless-stopped"
-    assert [d["PathOnHost"] for d in host_config["Devices"]] == planned["devices"]
-    assert {d["PathInContainer"] for d in host_config["Devices"]} == set(planned["devices"])
-    assert {bind(v) for v in planned["volumes"]} <= {bind(b) for b in host_config["Binds"]}
-    env = dict(e.split("=", 1) for e in config["Env"])
-    for key, value in planned["env"].items():
-        assert env.get(key) == value, key
-    assert config["Labels"]["ascend.vllm.instance"] == planned["name"]
-    assert config["Labels"]["ascend.vllm.role"] == "single"
+    assert_runs_as_planned(node(name), server_of(plan, name))
 
 
 @pytest.mark.parametrize("name", NODES)
 def test_instance_serves_on_its_port(name, plan):
-    instance = instance_of(plan, name)
+    instance = server_of(plan, name)
     host = node(name)
     assert host.socket(f"tcp://0.0.0.0:{instance['port']}").is_listening
     status = host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{instance['port']}/health")
@@ -111,7 +80,7 @@ def test_instance_serves_on_its_port(name, plan):
 @pytest.mark.parametrize("name", NODES)
 def test_image_loaded_from_the_tarball_and_copy_removed(name, plan):
     host = node(name)
-    image = instance_of(plan, name)["container"]["image"]
+    image = server_of(plan, name)["container"]["image"]
     assert host.run(f"docker image inspect {image}").rc == 0
     assert host.check_output(f"find {TARBALL_COPY_DIR} -name '*.tar' 2>/dev/null || true") == ""
 
@@ -126,11 +95,6 @@ def test_sysctls_persisted(name):
         if line.strip() and not line.startswith(("#", ";")):
             key, _, value = line.partition("=")
             lines[key.strip()] = value.strip()
-    for key, value in inventory(name)["ascend_sysctls"].items():
+    for key, value in plan["hosts"][name]["tuning"]["sysctls"].items():
         if host.file("/proc/sys/" + key.replace(".", "/")).exists:
             assert lines.get(key) == str(value), key
-
-
-@pytest.mark.parametrize("name", NODES)
-def test_jemalloc_installed(name):
-    assert node(name).package("libjemalloc2").is_installed
