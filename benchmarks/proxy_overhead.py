@@ -43,7 +43,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from proxy_overhead_report import CEILING, PROXY_CPU, Sample, Summary, publish, replot, summarize
 
@@ -219,18 +219,19 @@ def _content(event: Dict[str, Any]) -> str:
     return delta.get("content") or delta.get("reasoning_content") or choices[0].get("text") or ""
 
 
-def _protocol() -> Any:
-    """The proxy's own request builders, so the ``pd`` path sends exactly what the proxy sends."""
+def _proxy_modules() -> Tuple[Any, Any]:
+    """The proxy's own request builders and SSE parser: the ``pd`` path sends exactly what the proxy
+    sends, and every path's answer is parsed as the proxy parses events."""
     if str(ROOT / "proxy") not in sys.path:
         sys.path.insert(0, str(ROOT / "proxy"))
-    from ascend_pd_proxy import protocol
+    from ascend_pd_proxy import protocol, sse
 
-    return protocol
+    return protocol, sse
 
 
 async def _prefill(session: Any, url: str, body: bytes) -> bytes:
     """The PD hop done by the load generator itself: prefill, then the decode body with its KV params."""
-    protocol = _protocol()
+    protocol, _ = _proxy_modules()
     request = json.loads(body)
     async with session.post(
         url, data=json.dumps(protocol.prefill_body(request)).encode(), headers={"Content-Type": "application/json"}
@@ -240,6 +241,15 @@ async def _prefill(session: Any, url: str, body: bytes) -> bytes:
             raise RuntimeError(f"prefill HTTP {answer.status}: {raw[:200]!r}")
     kv_params, _ = protocol.read_prefill_answer(raw)
     return json.dumps(protocol.decode_body(request, kv_params)).encode()
+
+
+async def _event_data(answer: Any) -> AsyncIterator[str]:
+    """The data of each server-sent event of a streaming answer, as it arrives."""
+    _, sse = _proxy_modules()
+    parser = sse.SSEParser()
+    async for chunk in answer.content.iter_any():
+        for event in parser.feed(chunk):
+            yield event.data
 
 
 async def one_request(session: Any, url: str, body: bytes, prefill_url: str = "") -> Sample:
@@ -255,17 +265,8 @@ async def one_request(session: Any, url: str, body: bytes, prefill_url: str = ""
             if answer.status != 200:
                 text = (await answer.read())[:200].decode("utf-8", "replace")
                 return Sample(math.nan, time.perf_counter() - began, 0, False, f"HTTP {answer.status}: {text}")
-            data: List[bytes] = []
-            async for raw in answer.content:
-                line = raw.rstrip(b"\r\n")
-                if line:
-                    if line.startswith(b"data:"):
-                        data.append(line[5:].lstrip())
-                    continue
-                if not data:
-                    continue
-                payload, data = b"\n".join(data), []
-                if payload == b"[DONE]":
+            async for payload in _event_data(answer):
+                if payload == "[DONE]":
                     error = "" if tokens else "no content event"
                     break
                 event = json.loads(payload)
