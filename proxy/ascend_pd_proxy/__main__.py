@@ -17,9 +17,9 @@ from typing import List, Optional
 
 from aiohttp import web
 
-from . import __version__
+from . import __version__, log
 from .config import Config, ConfigError, load
-from .server import Proxy, log, make_runner
+from .server import Proxy, make_runner
 
 
 def _arguments(argv: Optional[List[str]]) -> argparse.Namespace:

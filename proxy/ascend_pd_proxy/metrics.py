@@ -1,4 +1,4 @@
-"""Prometheus metrics in the text exposition format, without a client library.
+"""Prometheus metrics in the text exposition format, without a client library, and the proxy's own.
 
 The vLLM-Ascend image is not guaranteed to ship ``prometheus_client``, and the few series the
 proxy keeps need only counters, gauges computed at scrape time, and fixed-bucket histograms.
@@ -7,7 +7,9 @@ proxy keeps need only counters, gauges computed at scrape time, and fixed-bucket
 from __future__ import annotations
 
 import bisect
-from typing import Callable, Dict, Iterable, List, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Sequence, Tuple
+
+from .backends import HEALTHY, PROBATION, Backend, Pool
 
 Labels = Tuple[Tuple[str, str], ...]
 
@@ -130,3 +132,44 @@ class Registry:
         for metric in self.metrics:
             lines += metric.render()  # type: ignore[attr-defined]
         return "\n".join(lines) + "\n"
+
+
+def backend_labels(backend: Backend, *extra: Tuple[str, str]) -> Labels:
+    return (("backend", backend.name), ("phase", backend.phase), *extra)
+
+
+class ProxyMetrics(Registry):
+    """The proxy's series (proxy/README.md lists them); the gauges read the proxy's state at scrape time."""
+
+    def __init__(self, in_flight: Callable[[], int], pools: Mapping[str, Pool]) -> None:
+        super().__init__()
+        self.requests = self.counter("pd_proxy_requests_total", "Client requests by endpoint and HTTP status.")
+        self.backend_requests = self.counter(
+            "pd_proxy_backend_requests_total", "Backend requests by phase, backend and outcome (ok, error, rejected)."
+        )
+        self.retries = self.counter("pd_proxy_retries_total", "PD passes retried, by the phase that failed.")
+        self.cached_tokens = self.counter(
+            "pd_proxy_prefill_cached_tokens_total", "Prompt tokens the prefill instances found in their prefix cache."
+        )
+        self.phase_seconds = self.histogram(
+            "pd_proxy_phase_seconds",
+            "Backend phase latency: prefill (whole request) and decode (until the first event, or the whole "
+            "non-streaming answer), by backend.",
+        )
+        self.first_chunk_seconds = self.histogram(
+            "pd_proxy_time_to_first_chunk_seconds", "Client request to first byte sent back."
+        )
+        self.request_seconds = self.histogram("pd_proxy_request_seconds", "Client request duration, by endpoint.")
+        self.gauge("pd_proxy_in_flight", "Client requests in flight.", lambda: [((), in_flight())])
+        self.gauge(
+            "pd_proxy_backend_in_flight",
+            "Requests in flight per backend.",
+            lambda: [(backend_labels(b), b.in_flight) for p in pools.values() for b in p.active()],
+        )
+        self.gauge(
+            "pd_proxy_backend_healthy",
+            "1 when the backend is routed to (healthy or on probation), else 0.",
+            lambda: [
+                (backend_labels(b), float(b.state in (HEALTHY, PROBATION))) for p in pools.values() for b in p.active()
+            ],
+        )

@@ -21,10 +21,8 @@ upstream connections, and vLLM aborts the request.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
-import sys
 import time
 import uuid
 from typing import Any, Dict, Optional, Set, Tuple
@@ -32,20 +30,17 @@ from typing import Any, Dict, Optional, Set, Tuple
 import aiohttp
 from aiohttp import web
 
-from . import protocol
-from .backends import EJECTED, HEALTHY, PROBATION, Backend, Pool
-from .config import PHASES, Config, ConfigError, Instance, load, parse_instance
-from .metrics import Registry
+from . import log, protocol
+from .admin import AdminAPI
+from .backends import Backend, Pool
+from .config import PHASES, Config
+from .endpoints import ServiceEndpoints
+from .health import HealthChecks, log_state_change
+from .http_util import JSON, bearer_header, deadline, describe, error_response, json_response
+from .lifecycle import Lifecycle
+from .metrics import ProxyMetrics, backend_labels
 from .sse import SSEEvent, SSEParser, stream_error
 
-if sys.version_info >= (3, 11):
-    from asyncio import timeout as deadline
-else:  # aiohttp depends on async-timeout before Python 3.11
-    from async_timeout import timeout as deadline
-
-log = logging.getLogger("ascend_pd_proxy")
-
-JSON = "application/json"
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
 # A backend's 4xx is the request's fault and goes back to the client -- except these, which
 # are the backend's state or the proxy's configuration (a wrong backend API key).
@@ -69,33 +64,6 @@ class BackendRejection(Exception):
         self.status, self.body, self.content_type = status, body, content_type
 
 
-class AdminRefusal(Exception):
-    """An admin API request refused; ``response`` says why."""
-
-    def __init__(self, response: web.Response) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
-def _json_response(status: int, body: Any, headers: Optional[Dict[str, str]] = None) -> web.Response:
-    return web.Response(status=status, body=json.dumps(body).encode(), content_type=JSON, headers=headers)
-
-
-def error_response(status: int, message: str, *, param: Optional[str] = None, request_id: str = "") -> web.Response:
-    headers = {"X-Request-Id": request_id} if request_id else None
-    return _json_response(status, protocol.error_body(status, message, param=param), headers)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the connection closed before the answer was complete"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "the answer was cut off"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
 def _is_error_event(event: SSEEvent) -> Optional[str]:
     # Chunks start with {"id": ...}; an error with {"error" or {"object": "error". Look before parsing.
     if '"error"' not in event.data[:32]:
@@ -106,7 +74,14 @@ def _is_error_event(event: SSEEvent) -> Optional[str]:
         return None
 
 
-class Proxy:
+class Proxy(ServiceEndpoints, Lifecycle):
+    """One proxy process: its pools and the PD request flow.
+
+    The endpoints besides generation and reload / drain are mixed in, as they act on this
+    state; the health checks and the admin API are parts with their own (``health_checks``,
+    ``admin``).
+    """
+
     def __init__(self, cfg: Config, config_path: Optional[str] = None) -> None:
         self.cfg = cfg
         self.config_path = config_path
@@ -116,77 +91,19 @@ class Proxy:
                 cfg.pool(phase).instances,
                 failures_to_eject=cfg.health.failures_to_eject,
                 successes_to_admit=cfg.health.successes_to_admit,
-                on_change=self._state_changed,
+                on_change=log_state_change,
             )
             for phase in PHASES
         }
-        self.auth_headers = {phase: self._auth_header(cfg.pool(phase).api_key) for phase in PHASES}
+        self.auth_headers = {phase: bearer_header(cfg.pool(phase).api_key) for phase in PHASES}
         self.client_keys = [key.encode() for key in cfg.api_keys]
         self.session: Optional[aiohttp.ClientSession] = None
         self.in_flight = 0
         self.draining = False
         self._idle = asyncio.Event()
-        self._health_task: Optional[asyncio.Task] = None
-        self._canary_models: Dict[str, str] = {}
-        self._tasks: Set[asyncio.Future] = set()
-        self._setup_metrics()
-
-    # -- set-up ------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _auth_header(key: Optional[str]) -> Dict[str, str]:
-        return {"Authorization": f"Bearer {key}"} if key else {}
-
-    def _setup_metrics(self) -> None:
-        r = self.registry = Registry()
-        self.m_requests = r.counter("pd_proxy_requests_total", "Client requests by endpoint and HTTP status.")
-        self.m_backend = r.counter(
-            "pd_proxy_backend_requests_total", "Backend requests by phase, backend and outcome (ok, error, rejected)."
-        )
-        self.m_retries = r.counter("pd_proxy_retries_total", "PD passes retried, by the phase that failed.")
-        self.m_cached = r.counter(
-            "pd_proxy_prefill_cached_tokens_total", "Prompt tokens the prefill instances found in their prefix cache."
-        )
-        self.m_phase = r.histogram(
-            "pd_proxy_phase_seconds",
-            "Backend phase latency: prefill (whole request) and decode (until the first event, or the whole "
-            "non-streaming answer), by backend.",
-        )
-        self.m_ttft = r.histogram("pd_proxy_time_to_first_chunk_seconds", "Client request to first byte sent back.")
-        self.m_total = r.histogram("pd_proxy_request_seconds", "Client request duration, by endpoint.")
-        r.gauge("pd_proxy_in_flight", "Client requests in flight.", lambda: [((), self.in_flight)])
-        r.gauge(
-            "pd_proxy_backend_in_flight",
-            "Requests in flight per backend.",
-            lambda: [(self._labels(b), b.in_flight) for p in self.pools.values() for b in p.active()],
-        )
-        r.gauge(
-            "pd_proxy_backend_healthy",
-            "1 when the backend is routed to (healthy or on probation), else 0.",
-            lambda: [
-                (self._labels(b), float(b.state in (HEALTHY, PROBATION)))
-                for p in self.pools.values()
-                for b in p.active()
-            ],
-        )
-
-    @staticmethod
-    def _labels(backend: Backend, *extra: Tuple[str, str]) -> Tuple[Tuple[str, str], ...]:
-        return (("backend", backend.name), ("phase", backend.phase), *extra)
-
-    def _state_changed(self, backend: Backend, old: str) -> None:
-        reason = f": {backend.last_error}" if backend.state == EJECTED and backend.last_error else ""
-        level = logging.WARNING if backend.state == EJECTED else logging.INFO
-        log.log(
-            level,
-            "%s instance %s (%s): %s -> %s%s",
-            backend.phase,
-            backend.name,
-            backend.url,
-            old,
-            backend.state,
-            reason,
-        )
+        self.health_checks = HealthChecks(cfg.health, self.pools, self.auth_headers)
+        self.admin = AdminAPI(cfg.admin_api_key, self.pools, self._status, self.health_checks.check_soon)
+        self.metrics = ProxyMetrics(lambda: self.in_flight, self.pools)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.cfg.limits.max_body_bytes)
@@ -195,14 +112,21 @@ class Proxy:
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/health", self.health)
         app.router.add_get("/healthcheck", self.health)  # the upstream example's path
-        app.router.add_get("/metrics", self.metrics)
-        app.router.add_get("/admin/backends", self.admin_list)
-        app.router.add_post("/admin/backends", self.admin_add)
-        app.router.add_delete("/admin/backends", self.admin_remove)
+        app.router.add_get("/metrics", self.scrape)
+        app.router.add_get("/admin/backends", self.admin.list_backends)
+        app.router.add_post("/admin/backends", self.admin.add_backend)
+        app.router.add_delete("/admin/backends", self.admin.remove_backend)
         app.router.add_route("*", "/{tail:.*}", self.not_found)
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
         return app
+
+    async def not_found(self, request: web.Request) -> web.Response:
+        known = {protocol.CHAT: "POST", protocol.COMPLETIONS: "POST", "/admin/backends": "GET, POST or DELETE"}
+        known.update(dict.fromkeys(("/v1/models", "/health", "/healthcheck", "/metrics"), "GET"))
+        if request.path in known:
+            return error_response(405, f"{request.method} is not allowed on {request.path}; use {known[request.path]}")
+        return error_response(404, f"no route {request.method} {request.path}")
 
     async def _start(self, _app: web.Application) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=75)
@@ -212,12 +136,10 @@ class Proxy:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.cfg.timeouts.connect),
             skip_auto_headers=("User-Agent",),
         )
-        self._health_task = asyncio.ensure_future(self._health_loop())
+        self.health_checks.start(self.session)
 
     async def _stop(self, _app: web.Application) -> None:
-        if self._health_task is not None:
-            self._health_task.cancel()
-            await asyncio.gather(self._health_task, return_exceptions=True)
+        await self.health_checks.stop()
         if self.session is not None:
             await self.session.close()
 
@@ -249,8 +171,8 @@ class Proxy:
 
     def _count(self, request: web.Request, response: web.StreamResponse, started: float) -> web.StreamResponse:
         labels = (("endpoint", request.path), ("status", str(response.status)))
-        self.m_requests.inc(labels)
-        self.m_total.observe(labels[:1], time.perf_counter() - started)
+        self.metrics.requests.inc(labels)
+        self.metrics.request_seconds.observe(labels[:1], time.perf_counter() - started)
         return response
 
     async def _generate(self, request: web.Request, started: float) -> web.StreamResponse:
@@ -260,7 +182,7 @@ class Proxy:
                 raw = await request.read()
             body = protocol.parse_client_body(raw, path)
         except protocol.RequestError as exc:
-            return _json_response(exc.status, exc.body())
+            return json_response(exc.status, exc.body())
         except web.HTTPRequestEntityTooLarge:
             message = f"the request body is larger than {self.cfg.limits.max_body_bytes} bytes (limits.max_body_bytes)"
             return error_response(413, message)
@@ -302,7 +224,7 @@ class Proxy:
                 failure = exc
                 tried[phase].add((prefill if phase == "prefill" else decode).url)
                 if attempt + 1 < self.cfg.attempts:
-                    self.m_retries.inc((("phase", phase),))
+                    self.metrics.retries.inc((("phase", phase),))
                 log.warning("request %s: %s", attempt_id, exc.message)
         assert failure is not None
         return error_response(failure.status, failure.message, request_id=request_id)
@@ -317,7 +239,7 @@ class Proxy:
 
     def _failed(self, backend: Backend, status: int, reason: str) -> BackendFailure:
         self.pools[backend.phase].failed(backend, reason)
-        self.m_backend.inc(self._labels(backend, ("outcome", "error")))
+        self.metrics.backend_requests.inc(backend_labels(backend, ("outcome", "error")))
         return BackendFailure(status, f"{backend.phase} instance {backend.name} ({backend.url}): {reason}")
 
     def _check_status(self, backend: Backend, status: int, body: bytes, content_type: str) -> None:
@@ -326,7 +248,7 @@ class Proxy:
             return
         if 400 <= status < 500 and status not in BACKEND_FAULT_4XX:
             self.pools[backend.phase].succeeded(backend)  # it answered; the request was wrong
-            self.m_backend.inc(self._labels(backend, ("outcome", "rejected")))
+            self.metrics.backend_requests.inc(backend_labels(backend, ("outcome", "rejected")))
             raise BackendRejection(status, body, content_type or JSON)
         hint = " (check prefill.api_key / decode.api_key)" if status in (401, 403) else ""
         raise self._failed(backend, 502, f"HTTP {status}{hint}: {body[:300].decode('utf-8', 'replace')}")
@@ -358,7 +280,7 @@ class Proxy:
         except asyncio.TimeoutError:
             raise self._failed(backend, 504, f"no answer within {limit:g} s (timeouts.{limit_key})") from None
         except aiohttp.ClientError as exc:
-            raise self._failed(backend, 502, _describe(exc)) from None
+            raise self._failed(backend, 502, describe(exc)) from None
         finally:
             pool.finish(backend, tokens)
         self._check_status(backend, status, answer, content_type)
@@ -366,11 +288,11 @@ class Proxy:
 
     def _ok(self, backend: Backend) -> None:
         self.pools[backend.phase].succeeded(backend)
-        self.m_backend.inc(self._labels(backend, ("outcome", "ok")))
+        self.metrics.backend_requests.inc(backend_labels(backend, ("outcome", "ok")))
 
     def _served(self, backend: Backend, began: float) -> None:
         self._ok(backend)
-        self.m_phase.observe(self._labels(backend), time.perf_counter() - began)
+        self.metrics.phase_seconds.observe(backend_labels(backend), time.perf_counter() - began)
 
     async def _prefill(
         self, backend: Backend, path: str, body: Dict[str, Any], request_id: str, tokens: int
@@ -382,7 +304,7 @@ class Proxy:
             raise self._failed(backend, 502, str(exc)) from None
         self._served(backend, began)
         if cached:
-            self.m_cached.inc((), cached)
+            self.metrics.cached_tokens.inc((), cached)
         return kv_params
 
     async def _decode_json(
@@ -445,17 +367,17 @@ class Proxy:
                     backend, 504, f"no first event within {limit:g} s (timeouts.decode_first_chunk)"
                 ) from None
             except aiohttp.ClientError as exc:
-                raise self._failed(backend, 502, _describe(exc)) from None
+                raise self._failed(backend, 502, describe(exc)) from None
             message = _is_error_event(first[0])
             if message is not None:
                 raise self._failed(backend, 502, f"the stream failed before its first token: {message}")
-            self.m_phase.observe(self._labels(backend), time.perf_counter() - began)
+            self.metrics.phase_seconds.observe(backend_labels(backend), time.perf_counter() - began)
 
             # Phase 2: committed. From here a failure is an SSE error event, never a silent end.
             response = web.StreamResponse(status=200, headers={**SSE_HEADERS, "X-Request-Id": client_id})
             await response.prepare(request)
             await response.write(head)
-            self.m_ttft.observe((), time.perf_counter() - started)
+            self.metrics.first_chunk_seconds.observe((), time.perf_counter() - started)
             outcome = await self._relay(backend, upstream, framer, response, head)
             if outcome is None:
                 self._ok(backend)
@@ -496,7 +418,7 @@ class Proxy:
                 problem = f"no data for {idle:g} s (timeouts.idle)"
                 break
             except aiohttp.ClientError as exc:
-                problem = _describe(exc)
+                problem = describe(exc)
                 break
             out = framer.feed(data)  # at the end (b""), what a trailing CR completes
             if out:
@@ -507,214 +429,6 @@ class Proxy:
         message = f"decode instance {backend.name} failed mid-stream: {problem}"
         await response.write(protocol.sse_error_event(502, message) + b"data: [DONE]\n\n")
         return problem
-
-    # -- other endpoints ---------------------------------------------------------------------------
-
-    def _check_client_key(self, request: web.Request) -> Optional[web.Response]:
-        if not self.client_keys:
-            return None
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer "):
-            given = header[7:].encode()
-            # Compare with every key, so timing does not tell which prefix matched.
-            if sum(hmac.compare_digest(given, key) for key in self.client_keys):
-                return None
-        return error_response(401, "a valid API key is required: Authorization: Bearer <key>")
-
-    async def models(self, request: web.Request) -> web.Response:
-        denied = self._check_client_key(request)
-        if denied is not None:
-            return denied
-        assert self.session is not None
-        tried: Set[str] = set()
-        reasons = []
-        while True:
-            backend = self.pools["decode"].choose(tried)
-            if backend is None:
-                break
-            tried.add(backend.url)
-            try:
-                url, headers = backend.url + "/v1/models", self.auth_headers["decode"]
-                async with (
-                    deadline(self.cfg.health.timeout + self.cfg.timeouts.connect),
-                    self.session.get(url, headers=headers) as up,
-                ):
-                    answer = await up.read()
-                    if up.status == 200:
-                        return web.Response(body=answer, content_type=JSON)
-                    reasons.append(f"{backend.name}: HTTP {up.status}")
-            except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-                reasons.append(f"{backend.name}: {_describe(exc)}")
-        detail = "; ".join(reasons) or "no healthy decode instance"
-        return error_response(503, f"cannot list the models: {detail}")
-
-    def _status(self) -> Dict[str, Any]:
-        counts = {phase: pool.counts() for phase, pool in self.pools.items()}
-        ready = all(c["healthy"] > 0 for c in counts.values())
-        status = "draining" if self.draining else ("ok" if ready else "unavailable")
-        return {"status": status, "in_flight": self.in_flight, **counts}
-
-    async def health(self, _request: web.Request) -> web.Response:
-        status = self._status()
-        return _json_response(200 if status["status"] == "ok" else 503, status)
-
-    async def metrics(self, _request: web.Request) -> web.Response:
-        return web.Response(text=self.registry.render(), content_type="text/plain", charset="utf-8")
-
-    async def not_found(self, request: web.Request) -> web.Response:
-        known = {protocol.CHAT: "POST", protocol.COMPLETIONS: "POST", "/admin/backends": "GET, POST or DELETE"}
-        known.update(dict.fromkeys(("/v1/models", "/health", "/healthcheck", "/metrics"), "GET"))
-        if request.path in known:
-            return error_response(405, f"{request.method} is not allowed on {request.path}; use {known[request.path]}")
-        return error_response(404, f"no route {request.method} {request.path}")
-
-    # -- admin: add / remove instances at run time ---------------------------------------------------
-
-    def _check_admin(self, request: web.Request) -> Optional[web.Response]:
-        key = self.cfg.admin_api_key
-        if key is None:
-            return error_response(404, "the admin API is off (set admin_api_key to enable it)")
-        given = request.headers.get("Authorization", "").encode()
-        if not hmac.compare_digest(given, f"Bearer {key}".encode()):
-            return error_response(401, "the admin API needs Authorization: Bearer <admin_api_key>")
-        return None
-
-    async def admin_list(self, request: web.Request) -> web.Response:
-        denied = self._check_admin(request)
-        if denied is not None:
-            return denied
-        backends = [b.describe() for pool in self.pools.values() for b in pool.backends.values()]
-        return _json_response(200, {**self._status(), "backends": backends})
-
-    async def _admin_target(self, request: web.Request) -> Tuple[str, Instance]:
-        """The admin key checked, the ``{"phase", "url", "name"}`` body read; else an error response."""
-        denied = self._check_admin(request)
-        if denied is not None:
-            raise AdminRefusal(denied)
-        try:
-            raw = await request.json()
-        except ValueError:
-            raw = None
-        if not isinstance(raw, dict) or raw.get("phase") not in PHASES:
-            message = 'the body must be JSON {"phase": "prefill" or "decode", "url": ..., "name": ...}'
-            raise AdminRefusal(error_response(400, message, param="phase"))
-        try:
-            instance = parse_instance({k: v for k, v in raw.items() if k in ("url", "name")}, raw["phase"])
-        except ConfigError as exc:
-            raise AdminRefusal(error_response(400, str(exc), param="url")) from None
-        return raw["phase"], instance
-
-    async def admin_add(self, request: web.Request) -> web.Response:
-        try:
-            phase, instance = await self._admin_target(request)
-        except AdminRefusal as refusal:
-            return refusal.response
-        backend = self.pools[phase].add(instance)
-        log.info("admin API: added %s instance %s (%s)", phase, instance.name, instance.url)
-        self._check_soon(phase, backend)
-        return _json_response(200, backend.describe())
-
-    async def admin_remove(self, request: web.Request) -> web.Response:
-        try:
-            phase, instance = await self._admin_target(request)
-        except AdminRefusal as refusal:
-            return refusal.response
-        backend = self.pools[phase].remove(instance.url)
-        if backend is None:
-            return error_response(404, f"no {phase} instance {instance.url}")
-        log.info(
-            "admin API: removed %s instance %s (%s), %d in flight", phase, backend.name, backend.url, backend.in_flight
-        )
-        return _json_response(200, backend.describe())
-
-    # -- health checks ------------------------------------------------------------------------------
-
-    async def _health_loop(self) -> None:
-        while True:
-            checks = [self._check(pool, b) for pool in self.pools.values() for b in pool.active()]
-            await asyncio.gather(*checks)
-            await asyncio.sleep(self.cfg.health.interval)
-
-    def _check_soon(self, phase: str, backend: Backend) -> None:
-        task = asyncio.ensure_future(self._check(self.pools[phase], backend))
-        self._tasks.add(task)  # the loop keeps only weak references to tasks
-        task.add_done_callback(self._tasks.discard)
-
-    async def _check(self, pool: Pool, backend: Backend) -> None:
-        assert self.session is not None
-        health = self.cfg.health
-        try:
-            async with deadline(health.timeout):
-                async with self.session.get(backend.url + "/health") as answer:
-                    await answer.read()
-                    problem = None if answer.status == 200 else f"GET /health: HTTP {answer.status}"
-                if problem is None and health.canary:
-                    problem = await self._canary(backend)
-        except asyncio.TimeoutError:
-            problem = f"health check: no answer within {health.timeout:g} s (health.timeout)"
-        except aiohttp.ClientError as exc:
-            problem = f"health check: {_describe(exc)}"
-        except Exception as exc:  # a check must never end the loop
-            problem = f"health check: {type(exc).__name__}: {exc}"
-        if backend.state == "removed":
-            return
-        if problem is None:
-            pool.succeeded(backend, check=True)
-        else:
-            pool.failed(backend, problem)
-
-    async def _canary(self, backend: Backend) -> Optional[str]:
-        """A one-token completion: catches an engine that answers /health but cannot generate."""
-        assert self.session is not None
-        headers = {"Content-Type": JSON, **self.auth_headers[backend.phase]}
-        model = self.cfg.health.canary_model or self._canary_models.get(backend.url)
-        if model is None:
-            async with self.session.get(backend.url + "/v1/models", headers=headers) as answer:
-                listing = await answer.json(content_type=None) if answer.status == 200 else {}
-            names = [m.get("id") for m in listing.get("data") or [] if isinstance(m, dict)]
-            if not names:
-                return "canary: GET /v1/models lists no model"
-            model = self._canary_models[backend.url] = names[0]
-        body = {"model": model, "prompt": "ping", "max_tokens": 1, "stream": False}
-        async with self.session.post(backend.url + protocol.COMPLETIONS, json=body, headers=headers) as answer:
-            await answer.read()
-            return None if answer.status == 200 else f"canary completion: HTTP {answer.status}"
-
-    # -- reload and drain -------------------------------------------------------------------------------
-
-    def reload(self) -> None:
-        """SIGHUP: re-read the configuration file; apply instance and backend-key changes."""
-        if self.config_path is None:
-            return
-        try:
-            new = load(self.config_path)
-        except ConfigError as exc:
-            log.error("reload: %s; keeping the running configuration", exc)
-            return
-        for phase in PHASES:
-            for change in self.pools[phase].reconcile(new.pool(phase).instances):
-                log.info("reload: %s", change)
-            for backend in self.pools[phase].active():
-                if backend.state == "unknown":
-                    self._check_soon(phase, backend)
-            self.auth_headers[phase] = self._auth_header(new.pool(phase).api_key)
-        kept = [k for k in ("host", "port", "certfile", "keyfile") if getattr(new, k) != getattr(self.cfg, k)]
-        if kept:
-            log.warning("reload: %s changed; restart the proxy to apply", ", ".join(kept))
-        self.client_keys = [key.encode() for key in new.api_keys]
-
-    async def drain(self, runner: web.AppRunner) -> None:
-        """SIGTERM: stop listening, let in-flight requests finish (up to drain_timeout), stop."""
-        self.draining = True
-        log.info("draining: %d requests in flight, waiting up to %g s", self.in_flight, self.cfg.drain_timeout)
-        for site in list(runner.sites):
-            await site.stop()
-        if self.in_flight:
-            try:
-                await asyncio.wait_for(self._idle.wait(), self.cfg.drain_timeout)
-            except asyncio.TimeoutError:
-                log.warning("drain timeout: cancelling %d requests still in flight", self.in_flight)
-        await runner.cleanup()
 
 
 def make_runner(proxy: Proxy) -> web.AppRunner:

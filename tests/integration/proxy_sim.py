@@ -14,16 +14,19 @@ from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from ansible_collections.ascend.vllm.plugins.module_utils.sse import SSEParser
 from tests.sim.vllm_helpers import (
     HOST,
     MODEL_NAME,
     LoggedProcess,
     Server,
     base_env,
+    event_payload,
     free_port,
     free_port_block,
     http,
     make_model,
+    stream_events,
 )
 
 PROXY_DIR = Path(__file__).resolve().parents[2] / "proxy"
@@ -143,17 +146,6 @@ def chat(content: str, max_tokens: int = 16, stream: bool = False) -> Dict[str, 
     return body
 
 
-def stream_events(raw: bytes) -> List[Any]:
-    """The ``data:`` payloads of an SSE body: decoded JSON, or the string ``[DONE]``."""
-    events: List[Any] = []
-    for block in raw.decode("utf-8").split("\n\n"):
-        if block.strip():
-            assert block.startswith("data: "), block
-            payload = block[len("data: ") :]
-            events.append(payload if payload == "[DONE]" else json.loads(payload))
-    return events
-
-
 class OpenStream:
     """A streaming POST read event by event, so a test can act while the stream is open."""
 
@@ -162,17 +154,15 @@ class OpenStream:
         self.conn = HTTPConnection(host, int(port), timeout=timeout)
         self.conn.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
         self.response = self.conn.getresponse()
-        self._pending = b""
+        self._parser = SSEParser()
 
     def events(self) -> Iterator[Any]:
         while True:
-            while b"\n\n" not in self._pending:
-                data = self.response.read1(65536)
-                if not data:
-                    return
-                self._pending += data
-            block, self._pending = self._pending.split(b"\n\n", 1)
-            yield from stream_events(block + b"\n\n")
+            data = self.response.read1(65536)
+            if not data:
+                return
+            for event in self._parser.feed(data):
+                yield event_payload(event)
 
     def close(self) -> None:
         self.conn.close()

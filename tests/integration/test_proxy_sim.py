@@ -24,9 +24,8 @@ from tests.integration.proxy_sim import (
     chat,
     judge,
     proxy_config,
-    stream_events,
 )
-from tests.sim.vllm_helpers import WEATHER_REQUEST, http, post_json
+from tests.sim.vllm_helpers import WEATHER_REQUEST, http, post_json, stream_events
 
 ADMIN_KEY = "admin-test-key"
 

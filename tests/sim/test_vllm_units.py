@@ -8,8 +8,8 @@ import json
 import pytest
 
 from ascend_sim.vllm import fakemodel, kv, parsers, tokens, tools
-from ascend_sim.vllm.api import _apply_stop
 from ascend_sim.vllm.engine import PrefixCache
+from ascend_sim.vllm.fakemodel import apply_stop as _apply_stop
 from ascend_sim.vllm.options import human_readable_int
 
 from .vllm_helpers import HOST, WEATHER_TOOL, free_port_block

@@ -23,6 +23,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from ansible_collections.ascend.vllm.plugins.module_utils.sse import SSEEvent, SSEParser
+
 SIM = Path(__file__).resolve().parents[2] / "sim"
 if str(SIM) not in sys.path:
     sys.path.insert(0, str(SIM))
@@ -298,14 +300,20 @@ def post_json(url: str, body: Any, headers: Optional[Dict[str, str]] = None, tim
     return status, json.loads(raw) if raw else None
 
 
+def event_payload(event: SSEEvent) -> Any:
+    """The data of one server-sent event: decoded JSON, or the string ``[DONE]``."""
+    return event.data if event.data == "[DONE]" else json.loads(event.data)
+
+
+def stream_events(raw: bytes) -> List[Any]:
+    """The payloads of a whole SSE body (see :func:`event_payload`); it must not end inside an event."""
+    parser = SSEParser()
+    events = [event_payload(event) for event in parser.feed(raw)]
+    assert not parser.pending, f"the body ends inside an event: {parser.pending[-300:]!r}"
+    return events
+
+
 def sse(url: str, body: Any, headers: Optional[Dict[str, str]] = None, timeout: float = 10) -> Tuple[int, List[Any]]:
-    """POST and parse an SSE body into its ``data:`` payloads (JSON, or the "[DONE]" string)."""
+    """POST and parse an SSE body into its payloads (JSON, or the "[DONE]" string)."""
     status, _, raw = http(url, body, headers, timeout=timeout)
-    events: List[Any] = []
-    for block in raw.decode("utf-8").split("\n\n"):
-        if not block.strip():
-            continue
-        assert block.startswith("data: "), block
-        payload = block[len("data: ") :]
-        events.append(payload if payload == "[DONE]" else json.loads(payload))
-    return status, events
+    return status, stream_events(raw)

@@ -20,6 +20,11 @@ import pytest
 import testinfra
 
 SCENARIO = Path(__file__).resolve().parent.parent
+# The collection as its modules import it (tools/venv.sh links the checkout there), for the SSE parser.
+sys.path.insert(0, str(SCENARIO.parents[1] / ".build" / "collections"))
+
+from ansible_collections.ascend.vllm.plugins.module_utils.sse import SSEParser  # noqa: E402
+
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 NODE = "ascend-pdp-node"
 PORT = 8009
@@ -177,7 +182,7 @@ def test_streaming_chat_completion(host):
     answer = http(host, "POST", "/v1/chat/completions", chat(stream=True))
     assert answer["status"] == 200, answer
     assert answer["type"].startswith("text/event-stream")
-    events = [line[len("data: ") :] for line in answer["body"].splitlines() if line.startswith("data: ")]
+    events = [event.data for event in SSEParser().feed(answer["body"].encode())]
     assert events[-1] == "[DONE]", events[-3:]
     chunks = [json.loads(e) for e in events[:-1]]
     assert not [c for c in chunks if "error" in c], chunks

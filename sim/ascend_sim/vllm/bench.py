@@ -30,13 +30,13 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import aiohttp
 
+from ascend_sim.sse import SSEParser
 from ascend_sim.vllm import tokens
 
 BACKENDS = {"openai": "completions", "vllm": "completions", "openai-chat": "chat"}
@@ -171,18 +171,6 @@ def arrival_delays(n: int, rate: float, burstiness: float, rng: random.Random) -
 # Requests
 
 
-def _sse_events(buffer: bytearray) -> Iterator[str]:
-    while True:
-        end = buffer.find(b"\n\n")
-        if end < 0:
-            return
-        event = bytes(buffer[:end]).decode("utf-8")
-        del buffer[: end + 2]
-        for line in event.splitlines():
-            if line.startswith("data:"):
-                yield line[5:].strip()
-
-
 async def send_request(
     session: aiohttp.ClientSession,
     url: str,
@@ -218,13 +206,12 @@ async def send_request(
             if resp.status != 200:
                 out.error = resp.reason or ""
                 return out
-            buffer = bytearray()
+            parser = SSEParser()
             async for piece in resp.content.iter_any():
-                buffer.extend(piece)
-                for data in _sse_events(buffer):
-                    if data == "[DONE]":
+                for event in parser.feed(piece):
+                    if event.data == "[DONE]":
                         continue
-                    msg = json.loads(data)
+                    msg = json.loads(event.data)
                     if "error" in msg:
                         out.error = str(msg["error"].get("message", msg["error"]))
                         return out

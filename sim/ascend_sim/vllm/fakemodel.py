@@ -11,7 +11,7 @@
 Everything depends only on the prompt, so any instance (single node, prefill, decode) writes
 the same text for the same request. ``limit()`` applies ``max_tokens``, ``min_tokens`` and
 ``ignore_eos``: past its natural end the model keeps writing words (as a real model ignoring
-EOS does).
+EOS does); ``apply_stop()`` then cuts the output at the request's ``stop`` strings.
 """
 
 from __future__ import annotations
@@ -88,3 +88,25 @@ def limit(plan: Plan, max_tokens: int, *, min_tokens: int = 0, ignore_eos: bool 
     if len(out) > max_tokens:
         return out[:max_tokens], "length"
     return out, "length" if ignore_eos and len(out) == max_tokens else "stop"
+
+
+def apply_stop(out: list[str], finish: str, stop: Any) -> tuple[list[str], str, str | None]:
+    """Cut the output at the first ``stop`` string (it is not included), as vLLM does."""
+    stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if isinstance(s, str) and s]
+    if not stops:
+        return out, finish, None
+    text = "".join(out)
+    hits = [(text.find(s), s) for s in stops if s in text]
+    if not hits:
+        return out, finish, None
+    cut, which = min(hits)
+    kept: list[str] = []
+    length = 0
+    for token in out:
+        if length + len(token) >= cut:
+            if cut > length:
+                kept.append(token[: cut - length])
+            break
+        kept.append(token)
+        length += len(token)
+    return kept, "stop", which

@@ -1,4 +1,4 @@
-"""The pure parts of benchmarks/proxy_overhead.py: percentiles, summaries, targets, table, SVG."""
+"""benchmarks/proxy_overhead_report.py: percentiles, summaries, targets, table, SVG."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "proxy_overhead.py"
+SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "proxy_overhead_report.py"
 
 
 def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_proxy_overhead", SCRIPT)
+    spec = importlib.util.spec_from_file_location("bench_proxy_overhead_report", SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is built

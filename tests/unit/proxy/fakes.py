@@ -24,6 +24,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Mapping,
 import aiohttp
 from aiohttp import web
 
+from ansible_collections.ascend.vllm.plugins.module_utils.sse import SSEParser
 from ascend_pd_proxy.config import parse
 from ascend_pd_proxy.server import Proxy, make_runner
 
@@ -269,14 +270,15 @@ class Reply:
         return err["message"]
 
     def events(self) -> List[str]:
-        """The data of each SSE event, checking the framing: ``data: ...`` + blank line, or a
-        ``:`` comment (keep-alives are forwarded as they came), LF line ends only."""
+        """The data of each SSE event, checking the framing: one ``data: ...`` line + blank line,
+        or a ``:`` comment (keep-alives are forwarded as they came), LF line ends only."""
         assert self.headers.get("Content-Type", "").startswith("text/event-stream"), self.headers
         text = self.body.decode()
         assert text.endswith("\n\n") and "\r" not in text, text[-200:]
-        events = [e for e in text[:-2].split("\n\n") if not e.startswith(":")]
-        assert all(e.startswith("data: ") and "\n" not in e for e in events), events
-        return [e[len("data: ") :] for e in events]
+        assert all(line.startswith(("data: ", ":")) for line in text.split("\n") if line), text[-200:]
+        events = SSEParser().feed(self.body)
+        assert all("\n" not in e.data for e in events), events  # a single data line each
+        return [e.data for e in events]
 
 
 def merged(base: Dict[str, Any], extra: Mapping[str, Any]) -> Dict[str, Any]:

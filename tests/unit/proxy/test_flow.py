@@ -12,6 +12,7 @@ from typing import Any, Awaitable, Callable, Dict, List
 
 import pytest
 
+from ansible_collections.ascend.vllm.plugins.module_utils.sse import SSEParser
 from tests.unit.proxy.fakes import (
     CHAT,
     COMPLETIONS,
@@ -137,7 +138,7 @@ async def test_answer_is_relayed(path: str, streaming: bool) -> None:
     assert reply.status == 200
     if streaming:
         assert reply.headers["Content-Type"].startswith("text/event-stream")
-        assert reply.events() == stream_body(decode, path).decode().replace("data: ", "").split("\n\n")[:-1]
+        assert reply.events() == [e.data for e in SSEParser().feed(stream_body(decode, path))]
         assert text_of(path, reply.events()) == expected_text(decode)
     else:
         assert answer_text(path, reply) == expected_text(decode)

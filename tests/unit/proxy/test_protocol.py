@@ -8,6 +8,7 @@ from typing import Any, Dict, List
 
 import pytest
 
+from ansible_collections.ascend.vllm.plugins.module_utils.sse import SSEParser
 from ascend_pd_proxy import protocol
 from ascend_pd_proxy.protocol import CHAT, COMPLETIONS, PrefillAnswerError, RequestError
 
@@ -356,7 +357,8 @@ def test_sse_error_event_is_one_complete_event() -> None:
     event = protocol.sse_error_event(502, "decode instance node2/dp1 went away: ünïcode")
     assert event.startswith(b"data: ") and event.endswith(b"\n\n")
     assert event.count(b"\n\n") == 1 and b"\n" not in event[: -len(b"\n\n")]
-    payload = json.loads(event[len(b"data: ") :].decode("utf-8"))
+    [parsed] = SSEParser().feed(event)
+    payload = json.loads(parsed.data)
     assert payload == protocol.error_body(502, "decode instance node2/dp1 went away: ünïcode")
 
 
