@@ -2,9 +2,10 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Server-sent events as vLLM streams them: an incremental parser and the error-event test.
 
-Pure and standard-library only, because two programs use it: the ``endpoint_probe`` module
-(on managed nodes, through Ansible's module_utils) and the PD proxy (in the vLLM-Ascend
-image, where ``proxy/ascend_pd_proxy/sse.py`` is a symlink to this file).
+Pure and standard-library only, because several programs use it: the ``endpoint_probe`` module
+(on managed nodes, through Ansible's module_utils), the PD proxy (in the vLLM-Ascend image,
+where ``proxy/ascend_pd_proxy/sse.py`` is a symlink to this file), the simulator's
+``vllm bench serve`` (``sim/ascend_sim/sse.py``, likewise) and the tests and benchmarks.
 """
 
 from __future__ import annotations
