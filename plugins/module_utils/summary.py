@@ -8,6 +8,7 @@ and the endpoint probe (chat, tool call, stream) through the proxy or against th
 
 from __future__ import annotations
 
+import json
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ansible_collections.ascend.vllm.plugins.module_utils.plan_values import format_chips
@@ -100,4 +101,20 @@ def summary_lines(plan: Mapping[str, Any], probes: List[Mapping[str, Any]]) -> L
     lines = [f"Deployment summary: scenario {plan['scenario']}, model {plan['served_model_name']}", ""]
     lines += format_rows(COLUMNS, rows)
     lines += ["", *(f"Endpoint: {url}/v1 (OpenAI API, model {plan['served_model_name']})" for url in plan["endpoints"])]
+    first = next(iter(by_proxy.values()), None) or next(iter(by_server.values()), None)
+    lines += answers(first)
+    return lines
+
+
+def answers(probe: Optional[Mapping[str, Any]]) -> List[str]:
+    """What the endpoint answered to the chat request and to the guide's tool call."""
+    if not probe or probe.get("failed"):
+        return []
+    lines = []
+    if probe.get("chat"):
+        excerpt = " ".join(str(probe["chat"].get("content_excerpt", "")).split())
+        lines.append(f"Chat answer ({probe['chat'].get('finish_reason')}): {excerpt}")
+    if probe.get("tool_call"):
+        call = probe["tool_call"]
+        lines.append(f"Tool call: {call['name']}({json.dumps(call['arguments'], ensure_ascii=False)})")
     return lines

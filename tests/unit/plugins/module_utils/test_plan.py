@@ -265,7 +265,8 @@ def test_a_tag_that_is_no_version_gets_the_newest_recipe_with_a_warning() -> Non
     result = plan(ascend_vllm_image="ascend-sim/vllm-ascend:sim")
     assert ok(result)["recipe"]["name"] == "v0.23"
     assert any(
-        w["variable"] == "ascend_vllm_image" and "no vLLM-Ascend release tag" in w["message"] for w in result["warnings"]
+        w["variable"] == "ascend_vllm_image" and "no vLLM-Ascend release tag" in w["message"]
+        for w in result["warnings"]
     )
 
 
