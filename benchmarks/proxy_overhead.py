@@ -7,8 +7,8 @@ generator (aiohttp client, SSE parsed per event, TTFT = time to the first event 
 content), alternating them in rounds: ``direct`` (to the decode instance alone, the baseline of
 the targets), ``pd`` (the load generator does the prefill and the decode itself: the PD hop
 without the proxy) and ``proxy``. ``proxy - direct`` is what the targets judge; ``proxy - pd``
-is the proxy's own share. Three measurements (../../shared/design/PROXY.md, "Dependencies and
-performance"):
+is the proxy's own share. Three measurements, against the proxy's design targets
+(benchmarks/README.md):
 
 1. per-request overhead: 1 stream, zero simulated latency, 16 output tokens, streaming:
    p50/p99 TTFT and total time, direct vs proxy; target added p99 <= 1 ms (PD hop included);
