@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,6 +69,23 @@ def governors(host):
 def run_converge(limit, *extra):
     """Run converge.yml against `limit` with the JSON callback; return (rc, report)."""
     return run_playbook(SCENARIO / "converge.yml", "-e", f"host_tuning_molecule_hosts={limit}", *extra)
+
+
+def run_converge_as_operator(limit, *extra):
+    """Run converge.yml with the default callback and return the process: what an operator
+    sees, warnings included (the JSON callback only records them in each result)."""
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.default", ANSIBLE_NOCOLOR="1")
+    env.pop("ANSIBLE_CALLBACKS_ENABLED", None)
+    cmd = [
+        str(Path(sys.executable).with_name("ansible-playbook")),
+        "-i",
+        INVENTORY,
+        str(SCENARIO / "converge.yml"),
+        "-e",
+        f"host_tuning_molecule_hosts={limit}",
+        *extra,
+    ]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, cwd=SCENARIO)
 
 
 @pytest.mark.parametrize("name", CONVERGED)
@@ -169,11 +188,12 @@ def test_check_mode_reports_changes_and_writes_nothing(name):
     for task in would_change:
         assert tasks[ROLE_TASK + task].get("changed"), f"--check does not report: {task}"
     assert "cpu0: powersave -> performance" in tasks[ROLE_TASK + "Set the CPU governor on every CPU now"]["stdout"]
-    warned = [r["msg"] for r in tasks[ROLE_TASK + "Warn about tuning this host does not allow"]["results"]]
+    warn = tasks[ROLE_TASK + "Warn about tuning this host does not allow"]
+    assert warn["action"] == "ascend.vllm.warn" and not warn.get("changed")
     assert any(
-        m.startswith("WARNING (host_tuning): vm.swappiness=0 would be persisted in") and "is read-only here" in m
-        for m in warned
-    ), warned
+        w.startswith(f"host_tuning on {name}: vm.swappiness=0 would be persisted in") and "is read-only here" in w
+        for w in warn["warnings"]
+    ), warn
 
     host = node(name)
     assert host.file(proc_path(NET_KEY)).content_string.strip() != NET_VALUE
@@ -182,6 +202,20 @@ def test_check_mode_reports_changes_and_writes_nothing(name):
     assert not host.package("libjemalloc2").is_installed
     assert set(governors(host)) == {"powersave"}
     assert not host.file(OUTPUTS).exists
+
+
+@pytest.mark.parametrize("name", [n for n in CONVERGED if n not in CPUFREQ])
+def test_findings_are_ansible_warnings_naming_the_host(name):
+    proc = run_converge_as_operator(name, "--check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("[WARNING]: host_tuning on ")]
+    prefix = f"[WARNING]: host_tuning on {name}: "
+    assert any(w.startswith(prefix + "vm.swappiness=0 would be persisted in") for w in warnings), proc.stderr
+    no_cpufreq = "CPU governor performance not set and not persisted: no cpufreq"
+    assert any(w.startswith(prefix + no_cpufreq) for w in warnings), proc.stderr
+    # Every finding of the role is one warning, none of them debug output.
+    assert len(warnings) == len(json.loads(node(name).file(OUTPUTS).content_string)["host_tuning_warnings"])
+    assert "WARNING (host_tuning)" not in proc.stdout + proc.stderr
 
 
 def test_check_mode_on_converged_nodes_changes_nothing():
