@@ -3,7 +3,8 @@
 The nodes share this machine's kernel with /proc/sys read-only (but net.*), so the role
 must persist the sysctl file and warn, and the machine's own values must not move. The
 ``fresh`` node is never converged: the role runs there in ``--check`` from here, and must
-report what it would change while writing nothing.
+report what it would change while writing nothing - no file of its root file system may
+change. jemalloc belongs to the vLLM-Ascend image: the role installs nothing.
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ UNIT = "ascend-vllm-cpu-governor.service"
 UNIT_FILE = f"/etc/systemd/system/{UNIT}"
 OUTPUTS = "/root/host_tuning_outputs.json"
 GOVERNOR_FILES = "/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_governor"
-JEMALLOC = {
-    "x86_64": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
-    "aarch64": "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
-}
+JEMALLOC_PACKAGE = "libjemalloc2"
+# Written during a run, but not by the role: Ansible's own files, Python's byte-code caches,
+# the journal, temporary files.
+NOT_THE_ROLES = ("/root/.ansible", "/var/log", "/tmp", "/var/tmp")
 ROLE_TASK = "ascend.vllm.host_tuning : "
 
 
@@ -124,7 +125,6 @@ def test_live_sysctls_of_this_machine_unchanged(name):
 def test_outputs_and_warnings(name):
     host = node(name)
     outputs = json.loads(host.file(OUTPUTS).content_string)
-    assert outputs["host_tuning_jemalloc_path"] == JEMALLOC[host.system_info.arch]
     warnings = outputs["host_tuning_warnings"]
     for key, value in SYSCTLS.items():
         if host.file(proc_path(key)).exists:
@@ -142,10 +142,11 @@ def test_outputs_and_warnings(name):
 
 
 @pytest.mark.parametrize("name", CONVERGED)
-def test_jemalloc_installed_at_the_computed_path(name):
+def test_jemalloc_is_left_to_the_image(name):
     host = node(name)
-    assert host.package("libjemalloc2").is_installed
-    assert host.file(JEMALLOC[host.system_info.arch]).exists
+    assert not host.package(JEMALLOC_PACKAGE).is_installed
+    outputs = json.loads(host.file(OUTPUTS).content_string)
+    assert outputs["variables"] and not [v for v in outputs["variables"] if "jemalloc" in v], outputs
 
 
 @pytest.mark.parametrize("name", [n for n in CONVERGED if n not in CPUFREQ])
@@ -170,8 +171,18 @@ def test_governor_set_now_and_at_boot(name):
     assert set(governors(host)) == {"performance"}
 
 
+def files_written_since(host, marker):
+    """Files of the node's root file system modified after `marker`, but NOT_THE_ROLES."""
+    prune = " -o ".join(f"-path {path}" for path in NOT_THE_ROLES)
+    out = host.check_output(f"find / -xdev \\( {prune} -o -name __pycache__ \\) -prune -o -newer {marker} -print")
+    return sorted(line for line in out.splitlines() if line != "/")
+
+
 @pytest.mark.parametrize("name", FRESH)
 def test_check_mode_reports_changes_and_writes_nothing(name):
+    host = node(name)
+    marker = "/tmp/host_tuning_before_check"
+    host.check_output(f"touch {marker}")
     rc, report = run_converge(name, "--check")
     assert rc == 0, report["stats"]
     stats = report["stats"][name]
@@ -183,7 +194,6 @@ def test_check_mode_reports_changes_and_writes_nothing(name):
         "Persist the kernel parameters that cannot be applied now",
         "Set the CPU governor on every CPU now",
         "Install the unit that sets the CPU governor at boot",
-        "Install jemalloc",
     }
     for task in would_change:
         assert tasks[ROLE_TASK + task].get("changed"), f"--check does not report: {task}"
@@ -195,11 +205,14 @@ def test_check_mode_reports_changes_and_writes_nothing(name):
         for w in warn["warnings"]
     ), warn
 
-    host = node(name)
+    assert not [task for task in tasks if "jemalloc" in task], sorted(tasks)
+
+    # Also proves that no package index is refreshed any more (that wrote /var/lib/apt/lists).
+    assert files_written_since(host, marker) == []
     assert host.file(proc_path(NET_KEY)).content_string.strip() != NET_VALUE
     assert not host.file(SYSCTL_FILE).exists
     assert not host.file(UNIT_FILE).exists
-    assert not host.package("libjemalloc2").is_installed
+    assert not host.package(JEMALLOC_PACKAGE).is_installed
     assert set(governors(host)) == {"powersave"}
     assert not host.file(OUTPUTS).exists
 

@@ -60,7 +60,6 @@ def test_check_mode_on_the_fresh_node_created_nothing(name):
     assert state["images"] == []
     assert state["containers"] == []
     assert state["files"] == []
-    assert "installed" not in state["jemalloc"].split()
 
 
 @pytest.mark.parametrize("name", NODES)
@@ -129,8 +128,3 @@ def test_sysctls_persisted(name):
     for key, value in inventory(name)["ascend_sysctls"].items():
         if host.file("/proc/sys/" + key.replace(".", "/")).exists:
             assert lines.get(key) == str(value), key
-
-
-@pytest.mark.parametrize("name", NODES)
-def test_jemalloc_installed(name):
-    assert node(name).package("libjemalloc2").is_installed
