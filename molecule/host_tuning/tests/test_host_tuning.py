@@ -5,6 +5,10 @@ must persist the sysctl file and warn, and the machine's own values must not mov
 ``fresh`` node is never converged: the role runs there in ``--check`` from here, and must
 report what it would change while writing nothing - no file of its root file system may
 change. jemalloc belongs to the vLLM-Ascend image: the role installs nothing.
+
+This machine's kernel (>= 5.13) has no kernel.sched_migration_cost_ns sysctl: the role sets
+it in debugfs instead. ``plain`` has no debugfs (the documented skip, for real); the
+``debugfs`` nodes have prepare.yml's fake one on tmpfs at the real path.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
 CONVERGED = sorted(RUNNER.get_hosts("converged"))
 CPUFREQ = set(RUNNER.get_hosts("cpufreq"))
+DEBUGFS = set(RUNNER.get_hosts("debugfs"))
 FRESH = sorted(RUNNER.get_hosts("fresh"))
 
 SYSCTL_FILE = "/etc/sysctl.d/90-ascend-vllm.conf"
@@ -38,6 +43,11 @@ UNIT = "ascend-vllm-cpu-governor.service"
 UNIT_FILE = f"/etc/systemd/system/{UNIT}"
 OUTPUTS = "/root/host_tuning_outputs.json"
 GOVERNOR_FILES = "/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_governor"
+MIGRATION_KEY = "kernel.sched_migration_cost_ns"
+MIGRATION_FILE = "/sys/kernel/debug/sched/migration_cost_ns"
+MIGRATION_DEFAULT = "500000"  # what prepare.yml writes in the fake debugfs, the kernel's default
+SCHED_UNIT = "ascend-vllm-sched-debugfs.service"
+SCHED_UNIT_FILE = f"/etc/systemd/system/{SCHED_UNIT}"
 JEMALLOC_PACKAGE = "libjemalloc2"
 # Written during a run, but not by the role: Ansible's own files, Python's byte-code caches,
 # the journal, temporary files.
@@ -65,6 +75,11 @@ def sysctl_lines(host):
 def governors(host):
     out = host.check_output(f"cat {GOVERNOR_FILES}")
     return out.split()
+
+
+def skip_unless_migration_cost_in_debugfs(host):
+    if host.file(proc_path(MIGRATION_KEY)).exists:
+        pytest.skip(f"this kernel still has the {MIGRATION_KEY} sysctl (Linux < 5.13)")
 
 
 def run_converge(limit, *extra):
@@ -129,6 +144,8 @@ def test_outputs_and_warnings(name):
     for key, value in SYSCTLS.items():
         if host.file(proc_path(key)).exists:
             expected = f"{key}={value} persisted in {SYSCTL_FILE} but not applied now: {proc_path(key)} is read-only"
+        elif key == MIGRATION_KEY:
+            continue  # set in debugfs, or skipped with its own warning: the tests below
         else:
             expected = f"{key} is not a sysctl of this kernel"
         assert any(w.startswith(expected) for w in warnings), (expected, warnings)
@@ -171,6 +188,37 @@ def test_governor_set_now_and_at_boot(name):
     assert set(governors(host)) == {"performance"}
 
 
+@pytest.mark.parametrize("name", [n for n in CONVERGED if n in DEBUGFS])
+def test_migration_cost_set_in_debugfs_now_and_at_boot(name):
+    host = node(name)
+    skip_unless_migration_cost_in_debugfs(host)
+    assert host.file(MIGRATION_FILE).content_string.strip() == SYSCTLS[MIGRATION_KEY]
+    warnings = json.loads(host.file(OUTPUTS).content_string)["host_tuning_warnings"]
+    assert not [w for w in warnings if MIGRATION_KEY in w], warnings
+    unit = host.file(SCHED_UNIT_FILE)
+    assert unit.is_file and (unit.user, unit.mode) == ("root", 0o644)
+    assert f"ConditionPathExists={MIGRATION_FILE}" in unit.content_string
+    assert host.run(f"systemctl is-enabled {SCHED_UNIT}").stdout.strip() == "enabled"
+    # What a reboot does: the kernel starts at its default, the unit sets the value again.
+    host.check_output(f"echo {MIGRATION_DEFAULT} > {MIGRATION_FILE}")
+    host.check_output(f"systemctl restart {SCHED_UNIT}")
+    assert host.file(MIGRATION_FILE).content_string.strip() == SYSCTLS[MIGRATION_KEY]
+
+
+@pytest.mark.parametrize("name", [n for n in CONVERGED if n not in DEBUGFS])
+def test_migration_cost_skipped_with_a_warning_without_debugfs(name):
+    host = node(name)
+    skip_unless_migration_cost_in_debugfs(host)
+    assert not host.file(MIGRATION_FILE).exists
+    assert not host.file(SCHED_UNIT_FILE).exists
+    warnings = json.loads(host.file(OUTPUTS).content_string)["host_tuning_warnings"]
+    mine = [w for w in warnings if MIGRATION_KEY in w]
+    assert len(mine) == 1, warnings
+    assert mine[0].startswith(f"{MIGRATION_KEY}=50000 not set and not persisted: this kernel (")
+    assert f"{MIGRATION_FILE} is absent (debugfs not mounted" in mine[0]
+    assert "the effect on serving is minor" in mine[0]
+
+
 def files_written_since(host, marker):
     """Files of the node's root file system modified after `marker`, but NOT_THE_ROLES."""
     prune = " -o ".join(f"-path {path}" for path in NOT_THE_ROLES)
@@ -195,9 +243,18 @@ def test_check_mode_reports_changes_and_writes_nothing(name):
         "Set the CPU governor on every CPU now",
         "Install the unit that sets the CPU governor at boot",
     }
+    migration_in_debugfs = not host.file(proc_path(MIGRATION_KEY)).exists
+    if migration_in_debugfs:
+        would_change |= {
+            "Set the scheduler parameters in debugfs now",
+            "Install the unit that sets the debugfs scheduler parameters at boot",
+        }
     for task in would_change:
         assert tasks[ROLE_TASK + task].get("changed"), f"--check does not report: {task}"
     assert "cpu0: powersave -> performance" in tasks[ROLE_TASK + "Set the CPU governor on every CPU now"]["stdout"]
+    if migration_in_debugfs:
+        live = tasks[ROLE_TASK + "Set the scheduler parameters in debugfs now"]["results"][0]
+        assert live["stdout"] == f"{MIGRATION_FILE}: {MIGRATION_DEFAULT} -> {SYSCTLS[MIGRATION_KEY]}"
     warn = tasks[ROLE_TASK + "Warn about tuning this host does not allow"]
     assert warn["action"] == "ascend.vllm.warn" and not warn.get("changed")
     assert any(
@@ -212,8 +269,10 @@ def test_check_mode_reports_changes_and_writes_nothing(name):
     assert host.file(proc_path(NET_KEY)).content_string.strip() != NET_VALUE
     assert not host.file(SYSCTL_FILE).exists
     assert not host.file(UNIT_FILE).exists
+    assert not host.file(SCHED_UNIT_FILE).exists
     assert not host.package(JEMALLOC_PACKAGE).is_installed
     assert set(governors(host)) == {"powersave"}
+    assert host.file(MIGRATION_FILE).content_string.strip() == MIGRATION_DEFAULT
     assert not host.file(OUTPUTS).exists
 
 
