@@ -137,16 +137,21 @@ options:
         With V(false) the requests go straight to the server.
     type: bool
     default: true
+extends_documentation_fragment:
+  - ascend.vllm.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - The probes change nothing (they only read and generate a few tokens), so check mode
         sends the same requests and returns the same results.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
+    details: The module changes nothing, so there is no difference to show.
+  platform:
+    support: full
+    platforms: posix
+    details: Any host that reaches the server over HTTP - the node itself or the controller (C(delegate_to)).
 notes:
   - The requests add to the server's load and metrics (C(/metrics) counters), nothing else.
   - The time to first token includes connecting and the prompt's prefill; it is one request on

@@ -78,14 +78,19 @@ options:
       - Fail unless every ping of O(ping) received all its packets. Requires O(ping).
     type: bool
     default: false
+extends_documentation_fragment:
+  - ascend.vllm.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: The module only reads; it runs the same queries and pings in check mode.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
+    details: The module changes nothing, so there is no difference to show.
+  platform:
+    support: full
+    platforms: posix
+    details: Linux hosts with the Ascend NPU driver (C(hccn_tool)).
 notes:
   - IPv4 only (C(-ip -g), C(-ping -g address)); IPv6 device addresses (C(-inet6)) are not queried.
   - Requires root on most driver versions, like C(hccn_tool) itself.

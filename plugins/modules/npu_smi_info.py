@@ -58,14 +58,19 @@ options:
         chips that must be free.
     type: bool
     default: false
+extends_documentation_fragment:
+  - ascend.vllm.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: The module only reads; it runs the same query and checks in check mode.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
+    details: The module changes nothing, so there is no difference to show.
+  platform:
+    support: full
+    platforms: posix
+    details: Linux hosts with the Ascend NPU driver (C(npu-smi)), or containers with its devices and libraries mounted.
 notes:
   - Needs the permissions npu-smi needs, usually root. In a container, the NPU device files
     (C(/dev/davinci*), C(/dev/davinci_manager), C(/dev/hisi_hdc), C(/dev/devmm_svm)) and the
