@@ -86,7 +86,7 @@ class ActionModule(ActionBase):
     def run(self, tmp: Any = None, task_vars: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
         groups = task_vars.get("groups") or {}
         hostvars = task_vars.get("hostvars") or {}
         outcome = build_plan(inventory_vars(hostvars, inventory_hosts(groups)), groups, load_catalogue())

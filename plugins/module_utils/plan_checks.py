@@ -89,7 +89,7 @@ def check_ports(claims: List[Claim], pd_hosts: Mapping[str, int], issues: Issues
     for entries in by_host.values():
         entries.sort()
         reach: Optional[Claim] = None  # the claim reaching furthest so far
-        for _, _, claim in entries:
+        for _first, _order, claim in entries:
             if reach is not None and claim.first <= reach.last:
                 one, other = sorted((reach, claim), key=claims.index)
                 message = f"{other.what} ({_span(other)}) overlap {one.what} ({_span(one)}, {one.variable})"

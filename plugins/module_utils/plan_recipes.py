@@ -110,7 +110,7 @@ def resolve_recipes(raw: Mapping[str, Any]) -> Dict[str, Recipe]:
 def _tag_of(image: str) -> str:
     """The tag of an image reference (``registry:5000/repo:tag`` -> ``tag``; none -> ``latest``)."""
     reference = image.split("@", 1)[0]
-    _, sep, tag = reference.rpartition(":")
+    sep, tag = reference.rpartition(":")[1:]
     return tag if sep and "/" not in tag else "latest"
 
 

@@ -50,21 +50,19 @@ options:
     description: Print the plan.
     type: bool
     default: true
+extends_documentation_fragment:
+  - ascend.vllm.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: In check mode the files are not written; changed says whether they would change.
   diff_mode:
-    description: >-
-      Will return details on what has changed (or possibly needs changing in check_mode), when
-      in diff mode.
     support: none
-  action:
-    description: >-
-      Indicates this has a corresponding action plugin so some parts of the options can be
-      executed on the controller.
+    details: It changes nothing on any host.
+  platform:
     support: full
+    platforms: all
+    details: Runs on the controller only; it contacts no host.
 author:
   - ascend.vllm contributors (@ascend-vllm)
 """

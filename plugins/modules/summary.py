@@ -30,20 +30,19 @@ options:
     type: list
     elements: dict
     default: []
+extends_documentation_fragment:
+  - ascend.vllm.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
+    details: Prints the same in check mode; nothing is changed either way.
   diff_mode:
-    description: >-
-      Will return details on what has changed (or possibly needs changing in check_mode), when
-      in diff mode.
     support: none
-  action:
-    description: >-
-      Indicates this has a corresponding action plugin so some parts of the options can be
-      executed on the controller.
+    details: It changes nothing on any host.
+  platform:
     support: full
+    platforms: all
+    details: Runs on the controller only; it contacts no host.
 author:
   - ascend.vllm contributors (@ascend-vllm)
 """
