@@ -21,6 +21,9 @@ ASCEND_TOOL_DIRS = (
     "/usr/bin",
     "/usr/sbin",
 )
+# docker: distribution packages and Docker CE (/usr/bin), static installs (/usr/local/bin), snap
+# (/snap/bin, rarely in a non-login PATH). get_bin_path searches these before PATH.
+DOCKER_DIRS = ("/usr/bin", "/usr/local/bin", "/snap/bin")
 
 
 def find_tool(module, path: str, option: str, what: str, opt_dirs: Optional[Sequence[str]] = None) -> str:
