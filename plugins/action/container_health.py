@@ -72,7 +72,8 @@ class ActionModule(ActionBase):
                 return {
                     "failed": True,
                     "changed": False,
-                    "msg": failure_lines(host, results, args["timeout"], args["log_lines"]),
+                    # One string: Ansible shows its lines as lines (a list would print as a repr).
+                    "msg": "\n".join(failure_lines(host, results, args["timeout"], args["log_lines"])),
                     "started": started,
                     "containers": results,
                 }

@@ -216,20 +216,25 @@ def _exit_text(result: Mapping[str, Any]) -> str:
 
 
 def reason(result: Mapping[str, Any], timeout: float) -> str:
-    """Why a failed container is not healthy, naming its URL (the verdict in words)."""
-    verdict, url, elapsed = result["verdict"], result["url"], int(result["elapsed"])
+    """Why a failed container is not healthy, naming its URL (the verdict in words).
+
+    The time is counted from the start of the wait: a container that crashed at once shows
+    ``0s into the wait``.
+    """
+    verdict, url = result["verdict"], result["url"]
+    before = f"before it answered {url} with 200 ({int(result['elapsed'])}s into the wait)"
     if verdict == TIMEOUT:
         return f"did not answer {url} with 200 within {timeout:g}s; still running, last answer: {result['answer']}"
     if verdict == GONE:
-        return f"was removed after {elapsed}s, before it answered {url} with 200"
-    if verdict == RESTARTED and result["restarts"] > 0:
-        return (
-            f"exited before it answered {url} with 200 and Docker restarted it {_times(result['restarts'], 'time')} "
-            f"(last {_exit_text(result)}), within {elapsed}s; now {result['state']}"
-        )
+        return f"was removed {before}"
     if verdict == RESTARTED:
-        return f"was restarted (by hand?) within {elapsed}s, before it answered {url} with 200; now {result['state']}"
-    return f"stopped after {elapsed}s, before it answered {url} with 200: {result['state']}, {_exit_text(result)}"
+        # A container running again has ExitCode 0: the exit code tells only while it is down.
+        down = "" if result["state"] == "running" else f", last {_exit_text(result)}"
+        if result["restarts"] > 0:
+            times = _times(result["restarts"], "time")
+            return f"exited and Docker restarted it {times} {before}; now {result['state']}{down}"
+        return f"was started again {before}; now {result['state']}{down}"
+    return f"stopped {before}: {result['state']}, {_exit_text(result)}"
 
 
 def progress_line(host: str, result: Mapping[str, Any], timeout: float) -> str:
@@ -248,7 +253,7 @@ def healthy_line(host: str, result: Mapping[str, Any]) -> str:
 def failure_lines(
     host: Optional[str], results: Sequence[Mapping[str, Any]], timeout: float, log_lines: int
 ) -> List[str]:
-    """The failure message, one list item a line: each failed container with its last log lines.
+    """The failure message's lines: each failed container with its last log lines.
 
     Containers still loading when the wait stopped (because another one failed) are named
     last, so the operator knows they were not judged. ``host`` (the inventory name) starts

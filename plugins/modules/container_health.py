@@ -88,8 +88,9 @@ options:
     default: 30
   round_seconds:
     description:
-      - Seconds after which one call of the module returns even though containers are still
-        loading (their RV(containers[].verdict) is V(waiting)).
+      - Seconds after which one call of the module returns, after a last poll at that time,
+        even though containers are still loading (their RV(containers[].verdict) is
+        V(waiting)).
       - The action plugin sets it to O(report_interval) for each of its calls; a value given
         in the task is not used. Unset, one call waits until the end.
     type: float
@@ -381,10 +382,11 @@ def wait(module: AnsibleModule, containers: List[Mapping[str, Any]], started: fl
             if any(r["verdict"] in FAILED for r in results.values()):
                 break
             now = time.time()
-            # One last poll at the deadline, whatever the delay.
-            next_poll = min(now + params["delay"], max(deadline, now))
-            if not pending or next_poll > round_end:
+            if not pending or now >= round_end:
                 break
+            # A last poll at the round's end (regular progress lines) and at the deadline,
+            # whatever the delay.
+            next_poll = min(now + params["delay"], round_end, max(deadline, now))
             time.sleep(next_poll - now)
     for result in results.values():
         if result["verdict"] in FAILED and result["state"] != "gone" and params["log_lines"] > 0:

@@ -171,6 +171,9 @@ def test_progress_and_healthy_lines() -> None:
     assert healthy_line("h", dict(result("running", HEALTHY, 1), what="")) == "h: vllm-prefill-dp0: healthy after 1s"
 
 
+URL = "http://127.0.0.1:7000/health"
+
+
 @pytest.mark.parametrize(
     "fixture, verdict, extra, expected",
     [
@@ -178,44 +181,45 @@ def test_progress_and_healthy_lines() -> None:
             "running",
             TIMEOUT,
             {},
-            "did not answer http://127.0.0.1:7000/health with 200 within 1800s; still running, last answer: "
+            f"did not answer {URL} with 200 within 1800s; still running, last answer: "
             "connection refused ([Errno 111] Connection refused)",
         ),
-        (
-            "exited",
-            EXITED,
-            {},
-            "stopped after 42s, before it answered http://127.0.0.1:7000/health with 200: exited, exit code 2",
-        ),
+        ("exited", EXITED, {}, f"stopped before it answered {URL} with 200 (42s into the wait): exited, exit code 2"),
         (
             "exited_killed",
             EXITED,
             {"oom_killed": True},
-            "stopped after 42s, before it answered http://127.0.0.1:7000/health with 200: exited, exit code 137 "
+            f"stopped before it answered {URL} with 200 (42s into the wait): exited, exit code 137 "
             "(killed by SIGKILL), out of memory",
         ),
         (
             "created",
             EXITED,
             {"docker_error": "error gathering device information while adding custom device"},
-            "stopped after 42s, before it answered http://127.0.0.1:7000/health with 200: created, exit code 0; "
+            f"stopped before it answered {URL} with 200 (42s into the wait): created, exit code 0; "
             "Docker: error gathering device information while adding custom device",
         ),
         (
             "restarting",
             RESTARTED,
             {},
-            "exited before it answered http://127.0.0.1:7000/health with 200 and Docker restarted it 6 times "
-            "(last exit code 1), within 42s; now restarting",
+            f"exited and Docker restarted it 6 times before it answered {URL} with 200 (42s into the wait); "
+            "now restarting, last exit code 1",
+        ),
+        # Running again: its ExitCode is 0 and says nothing, so none is shown.
+        (
+            "running_after_a_restart",
+            RESTARTED,
+            {},
+            f"exited and Docker restarted it 1 time before it answered {URL} with 200 (42s into the wait); now running",
         ),
         (
             "running_restarted_by_hand",
             RESTARTED,
             {},
-            "was restarted (by hand?) within 42s, before it answered http://127.0.0.1:7000/health with 200; "
-            "now running",
+            f"was started again before it answered {URL} with 200 (42s into the wait); now running",
         ),
-        ("gone", GONE, {}, "was removed after 42s, before it answered http://127.0.0.1:7000/health with 200"),
+        ("gone", GONE, {}, f"was removed before it answered {URL} with 200 (42s into the wait)"),
     ],
 )
 def test_reasons(fixture: str, verdict: str, extra: Dict[str, Any], expected: str) -> None:
@@ -234,20 +238,20 @@ def test_failure_lines_name_host_container_url_reason_and_logs() -> None:
     healthy = dict(result("running", HEALTHY), name="vllm-decode-dp1")
     lines = failure_lines("a3-node1", [failed, healthy, gone, loading], 1800, 20)
     assert lines == [
-        "a3-node1: container vllm-prefill-dp0 (prefill rank 0, port 7000) stopped after 42s, before it answered "
-        "http://127.0.0.1:7000/health with 200: exited, exit code 2",
+        "a3-node1: container vllm-prefill-dp0 (prefill rank 0, port 7000) stopped before it answered "
+        f"{URL} with 200 (42s into the wait): exited, exit code 2",
         "Last 20 log lines (docker logs --tail 20 vllm-prefill-dp0):",
         "loading weights",
         "error: unrecognized arguments: --no-such-flag",
         # No logs of a removed container.
-        "a3-node1: container vllm-prefill-dp1 (prefill rank 1, port 7001) was removed after 42s, before it "
-        "answered http://127.0.0.1:7001/health with 200",
+        "a3-node1: container vllm-prefill-dp1 (prefill rank 1, port 7001) was removed before it answered "
+        "http://127.0.0.1:7001/health with 200 (42s into the wait)",
         "a3-node1: still loading when the wait stopped: vllm-decode-dp0 (decode rank 0, port 7100)",
     ]
 
 
 def test_failure_lines_without_host_or_logs() -> None:
     lines = failure_lines(None, [result("exited", EXITED)], 60, 5)
-    assert lines[0].startswith("container vllm-prefill-dp0 (prefill rank 0, port 7000) stopped")
+    assert lines[0].startswith("container vllm-prefill-dp0 (prefill rank 0, port 7000) stopped before")
     assert lines[1:] == ["Last 5 log lines (docker logs --tail 5 vllm-prefill-dp0):", "(no log lines)"]
     assert len(failure_lines("h", [result("exited", EXITED)], 60, 0)) == 1

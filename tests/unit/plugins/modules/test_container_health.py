@@ -285,8 +285,8 @@ def test_an_exit_stops_the_wait_with_the_exit_code_and_the_log(docker: Docker) -
         "(the last stdout line)",
     ]
     assert result["msg"].splitlines()[0] == (
-        f"container vllm-single (single, port 8001) stopped after {int(found['elapsed'])}s, before it answered "
-        f"{found['url']} with 200: exited, exit code 2"
+        f"container vllm-single (single, port 8001) stopped before it answered {found['url']} with 200 "
+        f"({int(found['elapsed'])}s into the wait): exited, exit code 2"
     )
     assert "vllm serve: error: unrecognized arguments: --no-such-flag" in result["msg"]
     assert ["logs", "--tail", "3", "vllm-single"] in docker.calls()
@@ -377,13 +377,13 @@ def test_a_round_returns_while_still_loading(docker: Docker, serve: Callable[[Sc
     started = time.time()
     result = module_ok(
         container_health.main,
-        args({"name": "vllm-single", "url": loading.url}, started=started, round_seconds=1.0, timeout=60),
+        args({"name": "vllm-single", "url": loading.url}, started=started, round_seconds=1.0, timeout=60, delay=0.7),
     )
     took = time.time() - started
     found = result["containers"][0]
     assert found["verdict"] == "waiting" and found["healthy"] is False
-    # It returns at the first poll that would come after the round's end.
-    assert 0.9 <= took < 2.5 and found["elapsed"] <= took + 0.05  # elapsed is rounded to 0.1 s
+    # It returns after a last poll at the round's end.
+    assert 1.0 <= found["elapsed"] <= took + 0.05 < 2.5  # elapsed is rounded to 0.1 s
     assert loading.requests >= 2
     assert result["started"] == started and result["elapsed"] == {}
 
