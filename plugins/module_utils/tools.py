@@ -3,8 +3,8 @@
 """Where the Ascend and container tools live on a host, found one way for every module.
 
 A non-login shell (what Ansible runs modules in) often lacks the directories the Ascend driver
-installs into, so a bare name is looked up in ``PATH`` and then in ``ASCEND_TOOL_DIRS``;
-an explicit path must be an executable file.
+installs into, so a bare name is looked up in ``ASCEND_TOOL_DIRS`` and then in ``PATH`` (the
+order of Ansible's ``get_bin_path``); an explicit path must be an executable file.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ ASCEND_TOOL_DIRS = (
     "/usr/bin",
     "/usr/sbin",
 )
+# docker: distribution packages and Docker CE (/usr/bin), static installs (/usr/local/bin), snap
+# (/snap/bin, rarely in a non-login PATH). get_bin_path searches these before PATH.
+DOCKER_DIRS = ("/usr/bin", "/usr/local/bin", "/snap/bin")
 
 
 def find_tool(module, path: str, option: str, what: str, opt_dirs: Optional[Sequence[str]] = None) -> str:

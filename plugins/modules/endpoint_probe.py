@@ -318,14 +318,12 @@ response_excerpt:
 """
 
 import contextlib
-import http.client
 import json
 import time
 import urllib.error
 from typing import Any, Dict, Optional, Tuple
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
 from ansible.module_utils.urls import open_url
 
 from ansible_collections.ascend.vllm.plugins.module_utils.endpoint_probe import (
@@ -342,19 +340,9 @@ from ansible_collections.ascend.vllm.plugins.module_utils.endpoint_probe import 
     tool_call_body,
     wait_healthy,
 )
+from ansible_collections.ascend.vllm.plugins.module_utils.http_answer import TRANSPORT_ERRORS, answer, error_body
 
 READ_SIZE = 65536
-# What sending a request or reading its answer raises when there is no HTTP answer: refused or
-# reset connections, timeouts and name resolution (OSError, URLError among them), a broken
-# HTTP exchange, and open_url's own proxy and TLS errors.
-TRANSPORT_ERRORS = (OSError, http.client.HTTPException, UrlsConnectionError)
-
-
-def _error_body(exc: urllib.error.HTTPError) -> bytes:
-    try:
-        return exc.read() or b""
-    except (OSError, http.client.HTTPException, ValueError):  # the connection went away mid-body
-        return b""
 
 
 class _Client:
@@ -399,11 +387,7 @@ class _Client:
         self, method: str, path: str, body: Optional[Dict[str, Any]] = None, timeout: Optional[float] = None
     ) -> Tuple[int, bytes]:
         """(status, body) of an answer, whatever its status; raises TRANSPORT_ERRORS without one."""
-        try:
-            with contextlib.closing(self.open(method, path, body, timeout or self.timeout, "application/json")) as r:
-                return int(r.status), r.read()
-        except urllib.error.HTTPError as exc:
-            return int(exc.code), _error_body(exc)
+        return answer(lambda: self.open(method, path, body, timeout or self.timeout, "application/json"))
 
     def step(
         self, step: str, method: str, path: str, body: Optional[Dict[str, Any]] = None
@@ -446,7 +430,7 @@ def _stream(client: _Client, params: Dict[str, Any]) -> Dict[str, Any]:
     try:
         resp = client.open("POST", path, body, client.timeout, "text/event-stream")
     except urllib.error.HTTPError as exc:
-        raise http_failure("stream", "POST", url, int(exc.code), _error_body(exc), client.api_key_set) from None
+        raise http_failure("stream", "POST", url, int(exc.code), error_body(exc), client.api_key_set) from None
     except TRANSPORT_ERRORS as exc:
         raise ProbeError("stream", "POST", url, describe_error(exc, client.timeout)[0]) from None
     with contextlib.closing(resp):

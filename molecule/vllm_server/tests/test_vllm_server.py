@@ -53,7 +53,7 @@ def test_container_runs_as_the_record_says(name, record):
     config, host_config = info["Config"], info["HostConfig"]
     assert info["State"]["Status"] == "running"
     assert config["Image"] == planned["image"]
-    assert config["Cmd"] == planned["command"]
+    assert config["Cmd"] == record["argv"]
     assert host_config["NetworkMode"] == "host"
     assert host_config["IpcMode"] == "host"
     assert host_config["RestartPolicy"]["Name"] == "unless-stopped"
@@ -63,7 +63,8 @@ def test_container_runs_as_the_record_says(name, record):
         assert env.get(key) == value, key
     assert env["ASCEND_RT_VISIBLE_DEVICES"] == "0,1"
     labels = config["Labels"]
-    assert labels["ascend.vllm.instance"] == "vllm-single"
+    assert labels["ascend.vllm.server"] == "vllm-single"
+    assert labels["ascend.vllm.instance"] == "single0"
     assert labels["ascend.vllm.role"] == "single"
     assert len(labels["ascend.vllm.plan_hash"]) == 64
 
@@ -96,12 +97,11 @@ def test_bad_flag_fails_naming_host_container_port_with_the_log(name, record):
         "name": "vllm-bad",
         "role": "single",
         "port": 8001,
-        "container": dict(
-            record["container"], name="vllm-bad", command=[*record["container"]["command"], "--no-such-flag"]
-        ),
+        "argv": [*record["argv"], "--no-such-flag"],
+        "container": dict(record["container"], name="vllm-bad"),
     }
     try:
-        rc, report = run_playbook(CONVERGE, "--limit", name, "-e", json.dumps({"vllm_server_instances": [bad]}))
+        rc, report = run_playbook(CONVERGE, "--limit", name, "-e", json.dumps({"vllm_server_records": [bad]}))
         assert rc != 0
         text = failure_text(report, name)
         assert any(name in line and "vllm-bad" in line and "port 8001" in line for line in text.splitlines()), text
