@@ -31,7 +31,7 @@ PORT = 8009
 KEY = "molecule-client-key"
 CONTAINER = "vllm-pd-proxy"
 CONFIG = "/etc/ascend-vllm/pd-proxy/config.json"
-PACKAGE = "/opt/ascend-vllm/pd-proxy/ascend_pd_proxy"
+PACKAGE = "/opt/ascend-vllm/pd-proxy/ascend_pd_proxy.zip"
 MODEL = "MiniMax-M2.7"
 ROLE_TASK = "ascend.vllm.pd_proxy : "
 
@@ -211,8 +211,12 @@ def test_configuration_file(host):
     assert config["prefill"]["instances"] == [{"name": f"{NODE}/vllm-prefill-dp0", "url": "http://127.0.0.1:7000"}]
     assert config["decode"]["instances"] == [{"name": f"{NODE}/vllm-decode-dp0", "url": "http://127.0.0.1:7100"}]
     assert config["drain_timeout"] == 5
-    assert host.file(f"{PACKAGE}/__main__.py").mode == 0o644
-    assert not host.file(f"{PACKAGE}/__pycache__").exists
+    package = host.file(PACKAGE)
+    assert (package.user, package.mode) == ("root", 0o644)
+    # The zip holds the package's modules, the symlinked sse.py as a file, and nothing else.
+    names = host.check_output(f"python3 -c 'import zipfile; print(*zipfile.ZipFile(\"{PACKAGE}\").namelist())'").split()
+    assert "ascend_pd_proxy/__main__.py" in names and "ascend_pd_proxy/sse.py" in names
+    assert all(n.startswith("ascend_pd_proxy/") and n.endswith(".py") for n in names), names
 
 
 def test_container(host):
@@ -227,7 +231,7 @@ def test_container(host):
     ]
     assert info["Config"]["StopTimeout"] == 10  # drain_timeout 5 + 5
     assert info["Config"]["Cmd"] == ["python3", "-m", "ascend_pd_proxy", "--config", CONFIG]
-    assert "PYTHONPATH=/opt/ascend-vllm/pd-proxy" in info["Config"]["Env"]
+    assert f"PYTHONPATH={PACKAGE}" in info["Config"]["Env"]
     assert info["Config"]["Image"] == "ascend-sim/vllm-ascend:0.1.0"
     labels = info["Config"]["Labels"]
     assert labels["ascend.vllm.role"] == "proxy" and labels["ascend.vllm.port"] == str(PORT)
