@@ -72,6 +72,7 @@ from ansible_collections.ascend.vllm.plugins.module_utils.plan_values import (
     Issues,
     format_chips,
     plain,
+    to_bool,
     to_mapping,
     to_str,
 )
@@ -337,6 +338,7 @@ def _render(choices: Choices, members, hosts: Dict[str, Host], specs, models, se
         "shape": {role: specs[role][members[role][0]].instances for role in roles},
         "model": model.name,
         "served_model_name": served or model.served_name,
+        "tool_calling": bool(first_view.get("ascend_tool_calling", to_bool)),
         "recipe": {
             "name": choices.recipe.name,
             "vllm_ascend": ".".join(map(str, choices.recipe.version)),
