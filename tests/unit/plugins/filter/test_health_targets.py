@@ -4,22 +4,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from ansible_collections.ascend.vllm.plugins.filter.health_targets import health_targets
-from ansible_collections.ascend.vllm.plugins.module_utils.plan import build_plan
-
-_spec = importlib.util.spec_from_file_location(
-    "plan_inventory", Path(__file__).resolve().parents[2] / "fixtures" / "plan" / "inventory.py"
-)
-inventory = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(inventory)
+from tests.unit.plugins.module_utils.plan_helpers import ok, plan
 
 
 def servers(site: str, **extra: object) -> list[dict]:
-    result = build_plan(*inventory.load_inventory(site, extra), inventory.catalogue())
-    return result["plan"]["hosts"][next(iter(result["plan"]["hosts"]))]["servers"]
+    document = ok(plan(site, **extra))
+    return document["hosts"][next(iter(document["hosts"]))]["servers"]
 
 
 def test_pd_ranks() -> None:

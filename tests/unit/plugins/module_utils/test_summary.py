@@ -4,23 +4,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import Any
 
-from ansible_collections.ascend.vllm.plugins.module_utils.plan import build_plan
 from ansible_collections.ascend.vllm.plugins.module_utils.summary import classify, summary_lines
-
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "plan"
-_spec = importlib.util.spec_from_file_location("plan_inventory", FIXTURES / "inventory.py")
-inventory = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(inventory)
+from tests.unit.plugins.module_utils.plan_helpers import ok, plan
 
 
 def plan_of(site: str, **extra: Any) -> dict[str, Any]:
-    result = build_plan(*inventory.load_inventory(site, extra), inventory.catalogue())
-    assert result["errors"] == []
-    return result["plan"]
+    return ok(plan(site, **extra))
 
 
 def health_only(server: dict[str, Any]) -> dict[str, Any]:
