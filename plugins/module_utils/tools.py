@@ -10,7 +10,7 @@ an explicit path must be an executable file.
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 # npu-smi (/usr/local/bin, /usr/local/sbin on newer drivers) and hccn_tool
 # (/usr/local/Ascend/driver/tools), besides the system directories.
@@ -23,8 +23,10 @@ ASCEND_TOOL_DIRS = (
 )
 
 
-def find_tool(module, path: str, option: str, what: str, opt_dirs: Optional[Sequence[str]] = None) -> str:
-    """The executable ``path`` names, or ``module.fail_json`` naming the module option to set.
+def locate_tool(
+    module, path: str, option: str, what: str, opt_dirs: Optional[Sequence[str]] = None
+) -> Tuple[Optional[str], Optional[str]]:
+    """``(executable, None)``, or ``(None, why not)`` naming the module option to set.
 
     ``path`` with a ``/`` is taken as it is; a bare name goes through ``get_bin_path`` with
     ``opt_dirs`` (default ``ASCEND_TOOL_DIRS``) as the extra directories.
@@ -32,11 +34,17 @@ def find_tool(module, path: str, option: str, what: str, opt_dirs: Optional[Sequ
     opt_dirs = ASCEND_TOOL_DIRS if opt_dirs is None else opt_dirs
     if "/" in path:
         if os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-        module.fail_json(msg=f"{what} not found or not executable at {path} (set {option})")
+            return path, None
+        return None, f"{what} not found or not executable at {path} (set {option})"
     found = module.get_bin_path(path, opt_dirs=list(opt_dirs))
     if not found:
-        module.fail_json(
-            msg=f"{what} not found: {path!r} is neither in PATH nor in {', '.join(opt_dirs)} (set {option})"
-        )
-    return found
+        return None, f"{what} not found: {path!r} is neither in PATH nor in {', '.join(opt_dirs)} (set {option})"
+    return found, None
+
+
+def find_tool(module, path: str, option: str, what: str, opt_dirs: Optional[Sequence[str]] = None) -> str:
+    """The executable ``path`` names (see :func:`locate_tool`), or ``module.fail_json`` saying why not."""
+    found, error = locate_tool(module, path, option, what, opt_dirs)
+    if error is not None:
+        module.fail_json(msg=error)
+    return found or ""
