@@ -229,7 +229,7 @@ def parse_proc_net_tcp(text: str) -> List[Dict[str, Any]]:
         fields = line.split()
         if len(fields) < 4 or fields[3] != TCP_LISTEN:
             continue
-        address, _, port = fields[1].partition(":")
+        address, port = fields[1].split(":")
         listening.append({"address": _proc_net_address(address), "port": int(port, 16)})
     return listening
 

@@ -9,54 +9,18 @@ fixed within a device only.
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import pytest
 
 from ansible_collections.ascend.vllm.plugins.modules import hccn_info
+from tests.unit.plugins.modules.fake_tools import FakeHccnTool as FakeTool
 from tests.unit.plugins.modules.module_runner import ModuleExit, adhoc_failure, run_module
 
 ROOT = Path(__file__).resolve().parents[4]
 FIXTURES = ROOT / "tests" / "unit" / "fixtures" / "hccn"
-
-FAKE_TOOL = """#!{python}
-import json
-import sys
-import time
-
-argv = sys.argv[1:]
-with open({log!r}, "a", encoding="utf-8") as fh:
-    fh.write(json.dumps(argv) + "\\n")
-with open({table!r}, encoding="utf-8") as fh:
-    table = json.load(fh)
-
-
-def reply(answer):
-    rc, text = answer[:2]
-    if len(answer) > 2:
-        time.sleep(answer[2])
-    sys.stdout.write(text)
-    sys.exit(rc)
-
-
-if len(argv) < 4 or argv[0] != "-i":
-    reply([1, "Get invalid major cmd.\\n"])
-device = table.get(argv[1])
-if device is None:
-    reply([1, "Get invalid device id.\\n"])
-command = argv[2].lstrip("-")
-if command == "ping":
-    reply(device["ping"].get(argv[5], [1, "device %s PING %s\\nrecv time out seq=0\\n"
-          "recv time out seq=1\\nrecv time out seq=2\\n"
-          "3 packets transmitted, 0 received, 100.00%% packet loss\\n" % (argv[1], argv[5])]))
-reply(device[command])
-"""
-
-Answer = Tuple  # (rc, text) or (rc, text, seconds to wait before answering)
 
 
 def fixture(name: str) -> str:
@@ -69,49 +33,6 @@ def ping_ok(device: int, address: str) -> str:
         "recv seq=0,time=0.131000ms\nrecv seq=1,time=0.062000ms\nrecv seq=2,time=0.060000ms\n"
         "3 packets transmitted, 3 received, 0.00% packet loss\n"
     )
-
-
-def healthy(device: int) -> Dict[str, Any]:
-    return {
-        "link": (0, fixture("link_up.txt")),
-        "net_health": (0, fixture("net_health_success.txt")),
-        "ip": (0, f"ipaddr:192.168.100.{101 + device}\nnetmask:255.255.255.0\n"),
-        "tls": (0, fixture("tls_disabled.txt").replace("dev_id:3", f"dev_id:{device}")),
-        "ping": {},
-    }
-
-
-class FakeTool:
-    def __init__(self, tmp_path: Path, count: int) -> None:
-        self.table = {str(i): healthy(i) for i in range(count)}
-        self.path = tmp_path / "hccn_tool"
-        self.log = tmp_path / "calls.log"
-        self.table_path = tmp_path / "table.json"
-        self.path.write_text(
-            FAKE_TOOL.format(python=sys.executable, log=str(self.log), table=str(self.table_path)), encoding="utf-8"
-        )
-        self.path.chmod(0o755)
-
-    def set(self, device: int, command: str, answer: Answer) -> None:
-        self.table[str(device)][command] = answer
-
-    def set_ping(self, device: int, address: str, answer: Answer) -> None:
-        self.table[str(device)]["ping"][address] = answer
-
-    def save(self) -> None:
-        self.table_path.write_text(json.dumps(self.table), encoding="utf-8")
-
-    def calls(self) -> List[List[str]]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text(encoding="utf-8").splitlines()]
-
-    def calls_by_device(self) -> Dict[str, List[List[str]]]:
-        """The calls of each device, in the order that device made them."""
-        by_device: Dict[str, List[List[str]]] = {}
-        for call in self.calls():
-            by_device.setdefault(call[1], []).append(call)
-        return by_device
 
 
 @pytest.fixture
