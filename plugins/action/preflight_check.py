@@ -94,6 +94,12 @@ class ActionModule(ActionBase):
         problems = collect_problems(host, records, facts, settings, ping=ping, peer_devices=peer_devices)
         pinged = sum(len(addresses) for addresses in plan.values())
         result.update(changed=False, problems=problems, pinged=pinged)
+        if not args["servers"] and not args["ports"]:
+            # A host the play deploys to has servers or ports in the plan; none means the
+            # caller passed no records (or old option names), and nothing was checked.
+            result["warnings"] = [
+                f"{host}: no server or port records (preflight_servers, preflight_ports): nothing checked"
+            ]
         if ping is not None:
             result["ping"] = ping.get("devices", [])
         if problems:

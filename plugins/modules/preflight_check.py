@@ -24,6 +24,7 @@ description:
     peer without them (outside the play) is a problem.
   - A container of ours that is already running (a re-run) owns its ports and chips - their
     listeners and processes are not conflicts.
+  - With neither O(servers) nor O(ports) there is nothing to check; it warns and passes.
   - Runs on the controller, apart from the pings. Never reports a change; the same in check mode.
 author:
   - ascend.vllm contributors (@ascend-vllm)
@@ -84,7 +85,9 @@ options:
     default: /usr/local/Ascend/driver/tools/hccn_tool
 attributes:
   action:
-    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
+    description:
+      - Indicates this has a corresponding action plugin so some parts of the options can be
+        executed on the controller.
     support: full
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -140,7 +143,9 @@ pinged:
   type: int
   sample: 16
 ping:
-  description: The RV(ascend.vllm.hccn_info#module:devices) of the pings, each with its RV(ascend.vllm.hccn_info#module:devices[].ping) results.
+  description:
+    - The RV(ascend.vllm.hccn_info#module:devices) of the pings, each with its
+      RV(ascend.vllm.hccn_info#module:devices[].ping) results.
   returned: when pings ran
   type: list
   elements: dict

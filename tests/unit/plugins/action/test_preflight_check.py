@@ -136,3 +136,12 @@ def test_without_facts_the_host_fails_saying_so() -> None:
     assert result["problems"] == [
         "a3-single: cannot read the host: no facts in __preflight_facts (run ascend.vllm.preflight_facts first)"
     ]
+
+
+def test_no_records_is_a_warning() -> None:
+    empty = {"servers": [], "ports": [], "network": {}}
+    result = run("a3-single", empty, {FACTS_VAR: facts_for(empty), "hostvars": {}}, Recorder())
+    assert not result.get("failed")
+    assert result["warnings"] == [
+        "a3-single: no server or port records (preflight_servers, preflight_ports): nothing checked"
+    ]
