@@ -30,7 +30,6 @@ ARGUMENT_SPEC: Dict[str, Any] = dict(
     network=dict(type="dict", default={}),
     min_driver_version=dict(type="str", default="23.0.0"),
     driver_version_file=dict(type="str", default="/usr/local/Ascend/driver/version.info"),
-    check_image=dict(type="bool", default=True),
     image_must_exist=dict(type="bool", default=False),
     disk_paths=dict(type="list", elements="str", default=[]),
     min_free_disk_gb=dict(type="float", default=50),
@@ -86,7 +85,6 @@ class ActionModule(ActionBase):
         settings = Settings(
             min_driver_version=args["min_driver_version"],
             driver_version_file=args["driver_version_file"],
-            check_image=args["check_image"],
             image_must_exist=args["image_must_exist"],
             disk_paths=args["disk_paths"],
             min_free_disk_gb=args["min_free_disk_gb"],

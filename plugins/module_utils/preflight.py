@@ -300,7 +300,6 @@ class Settings:
 
     min_driver_version: str = "23.0.0"
     driver_version_file: str = "/usr/local/Ascend/driver/version.info"
-    check_image: bool = True
     image_must_exist: bool = False
     disk_paths: Sequence[str] = ()
     min_free_disk_gb: float = 50
@@ -317,23 +316,24 @@ def _older(found: Tuple[int, ...], wanted: Tuple[int, ...]) -> bool:
 
 
 def _running(facts: Mapping[str, Any]) -> List[str]:
-    states = (facts.get("containers") or {}).get("states") or []
-    return [c["name"] for c in states if c.get("running")]
+    containers = (facts.get("docker") or {}).get("containers") or []
+    return [c["name"] for c in containers if c.get("running")]
 
 
-def _section_error(facts: Mapping[str, Any], key: str) -> Optional[str]:
+def _read(facts: Mapping[str, Any], key: str, what: str, failed: str) -> Tuple[Optional[Mapping[str, Any]], List[str]]:
+    """The facts' section ``key``, or (None, the problem saying why there is nothing to judge)."""
     section = facts.get(key)
-    return section.get("error") if isinstance(section, Mapping) else None
+    if not isinstance(section, Mapping):
+        return None, [f"{what} not read (no {key} facts)"]
+    if section.get("error"):
+        return None, [f"{failed}: {section['error']}"]
+    return section, []
 
 
 def _chip_problems(records: Records, facts: Mapping[str, Any], running: List[str]) -> List[str]:
-    npu = facts.get("npu")
-    if not records.servers:
-        return []
-    if not isinstance(npu, Mapping):
-        return ["npu-smi was not read (no npu facts)"]
-    if npu.get("error"):
-        return [f"npu-smi: {npu['error']}"]
+    npu, problems = _read(facts, "npu", "the chips were", "npu-smi")
+    if npu is None:
+        return problems
     chips, processes = npu["chips"], npu["processes"]
     problems = []
     for server in records.servers:
@@ -386,32 +386,22 @@ def _weights_problems(records: Records, facts: Mapping[str, Any]) -> List[str]:
     return problems
 
 
-def _image_problems(records: Records, facts: Mapping[str, Any], settings: Settings) -> List[str]:
-    if not settings.check_image or not records.servers:
-        return []
-    error = _section_error(facts, "images")
-    if error:
-        return [f"cannot query the Docker engine for images: {error}"]
+def _image_problems(facts: Mapping[str, Any], settings: Settings) -> List[str]:
     if not settings.image_must_exist:
         return []
-    states = (facts.get("images") or {}).get("states") or []
-    return [f"image {i['name']} not present (preflight_image_must_exist)" for i in states if not i.get("present")]
+    images = (facts.get("docker") or {}).get("images") or []
+    return [f"image {i['name']} not present (preflight_image_must_exist)" for i in images if not i.get("present")]
 
 
 def _port_problems(records: Records, facts: Mapping[str, Any], running: List[str]) -> List[str]:
-    if not records.ports:
-        return []
-    listening = facts.get("listening")
-    if not isinstance(listening, Mapping):
-        return ["the listening ports were not read (no listening facts)"]
-    if listening.get("error"):
-        return [f"cannot list the listening TCP ports: {listening['error']}"]
+    listening, problems = _read(facts, "listening", "the listening ports were", "cannot list the listening TCP ports")
+    if listening is None:
+        return problems
     addresses: Dict[int, List[str]] = {}
     for socket_ in listening.get("ports") or []:
         addresses.setdefault(socket_["port"], [])
         if socket_["address"] not in addresses[socket_["port"]]:
             addresses[socket_["port"]].append(socket_["address"])
-    problems = []
     for claim in records.ports:
         if claim["owner"] in running:
             continue
@@ -445,11 +435,9 @@ def _disk_problems(facts: Mapping[str, Any], settings: Settings) -> List[str]:
 
 
 def _hccn_problems(network: Dict[str, Any], facts: Mapping[str, Any]) -> List[str]:
-    hccn = facts.get("hccn")
-    if not isinstance(hccn, Mapping):
-        return ["the NPU devices' network was not read (no hccn facts)"]
-    if hccn.get("error"):
-        return [f"hccn_tool: {hccn['error']}"]
+    hccn, problems = _read(facts, "hccn", "the NPU devices were", "hccn_tool")
+    if hccn is None:
+        return problems
     devices = [d for d in hccn.get("devices") or [] if d["device"] in network["devices"]]
     failed = [d for d in devices if d.get("error")]
     answered = [d for d in devices if not d.get("error")]
@@ -467,11 +455,9 @@ def _hccn_conf_problems(network: Dict[str, Any], facts: Mapping[str, Any]) -> Li
 
 
 def _nic_problems(network: Dict[str, Any], facts: Mapping[str, Any]) -> List[str]:
-    section = facts.get("interfaces")
-    if not isinstance(section, Mapping):
-        return ["the network interfaces were not read (no interfaces facts)"]
-    if section.get("error"):
-        return [f"cannot list the network interfaces: {section['error']}"]
+    section, problems = _read(facts, "interfaces", "the network interfaces were", "cannot list the network interfaces")
+    if section is None:
+        return problems
     interfaces = section.get("interfaces") or []
     wanted = ipaddress.ip_address(network["ip"])
     carriers = [i["name"] for i in interfaces if any(ipaddress.ip_interface(a).ip == wanted for a in i["addresses"])]
@@ -537,21 +523,23 @@ def collect_problems(
     fabric pings (None when nothing was pinged); ``peer_devices`` each fabric peer's NPU
     devices (None for a peer without facts in the play).
     """
-    if "containers" not in facts:
+    if "docker" not in facts:
         # The facts task itself failed (it never fails on what it reads): nothing to judge.
         return [f"{host}: {p}" for p in records.problems] + [
             f"{host}: cannot read the host: {facts.get('msg', 'preflight_facts returned nothing')}"
         ]
     running = _running(facts)
     problems = list(records.problems)
-    error = _section_error(facts, "containers")
-    if error:
-        problems.append(f"cannot query the Docker engine for containers: {error}")
-    problems += _chip_problems(records, facts, running)
+    docker_error = (facts.get("docker") or {}).get("error")
+    if docker_error:
+        problems.append(f"cannot query the Docker engine about our containers and images: {docker_error}")
+    if records.servers:
+        problems += _chip_problems(records, facts, running)
     problems += _driver_problems(records, facts, settings)
     problems += _weights_problems(records, facts)
-    problems += _image_problems(records, facts, settings)
-    problems += _port_problems(records, facts, running)
+    problems += _image_problems(facts, settings)
+    if records.ports:
+        problems += _port_problems(records, facts, running)
     problems += _disk_problems(facts, settings)
     network = records.network
     if network is not None:
@@ -575,7 +563,7 @@ def _chip_ranges(chips: Sequence[int]) -> str:
 def summary(host: str, records: Records, facts: Mapping[str, Any], pinged: int) -> str:
     """One line on what was checked, for the log of a passing run."""
     running = [s["name"] for s in records.servers if s["name"] in _running(facts)]
-    absent = [i["name"] for i in (facts.get("images") or {}).get("states") or [] if not i.get("present")]
+    absent = [i["name"] for i in (facts.get("docker") or {}).get("images") or [] if not i.get("present")]
     parts = [
         f"{host}: {len(records.servers)} server(s) on chips "
         f"{_chip_ranges([c for s in records.servers for c in s['chips']])}, {len(records.ports)} port range(s)",

@@ -62,10 +62,6 @@ options:
     description: The driver's C(version.info), named in the problem when no version is found.
     type: str
     default: /usr/local/Ascend/driver/version.info
-  check_image:
-    description: Report images the Docker engine could not be asked about.
-    type: bool
-    default: true
   image_must_exist:
     description: An absent image is a problem (else it is only reported in the summary).
     type: bool

@@ -173,29 +173,25 @@ driver_version_file:
     error:
       description: Why it could not be read; V(null) when read.
       type: str
-containers:
-  description: The owner containers of the servers and ports.
+docker:
+  description:
+    - What the Docker engine knows of the owner containers of the servers and ports, and of the
+      servers' images.
   returned: always
   type: dict
   contains:
     error:
-      description: Why the Docker engine could not be asked; V(null) when it answered.
+      description:
+        - Why the Docker engine could not be asked (no C(docker) CLI, the engine is down);
+          V(null) when it answered.
       type: str
-    states:
+    containers:
       description: One entry per container asked for.
       type: list
       elements: dict
       sample: [{name: vllm-prefill0-dp0, exists: true, running: true}]
-images:
-  description: The servers' images (none when O(check_image=false)).
-  returned: always
-  type: dict
-  contains:
-    error:
-      description: Why the Docker engine could not be asked; V(null) when it answered.
-      type: str
-    states:
-      description: One entry per image.
+    images:
+      description: One entry per image (none when O(check_image=false)).
       type: list
       elements: dict
       sample: [{name: "quay.io/ascend/vllm-ascend:v0.11.0rc0-a3", present: true}]
@@ -330,38 +326,30 @@ def _version_file(path: str) -> Dict[str, Any]:
         return {"path": path, "version": None, "error": exc.strerror or str(exc)}
 
 
-def _containers(module: AnsibleModule, docker: Tuple[Optional[str], Optional[str]], names: List[str]) -> Dict[str, Any]:
-    if not names:
-        return {"error": None, "states": []}
-    if docker[0] is None:
-        return {"error": docker[1], "states": []}
-    rc, out, err = module.run_command([docker[0], "container", "inspect", *names])
+def _containers(module: AnsibleModule, docker: str, names: List[str]) -> Tuple[List[Dict[str, Any]], Optional[str]]:
+    rc, out, err = module.run_command([docker, "container", "inspect", *names])
     _unknown, error = docker_unknown_names(rc, err)
     if error:
-        return {"error": error, "states": []}
+        return [], error
     try:
         found = {c["Name"].lstrip("/"): c for c in json.loads(out or "[]")}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        return {"error": f"unreadable answer of 'docker container inspect': {exc}", "states": []}
+        return [], f"unreadable answer of 'docker container inspect': {exc}"
     states = []
     for name in names:
         state = (found.get(name) or {}).get("State") or {}
         states.append({"name": name, "exists": name in found, "running": bool(state.get("Running"))})
-    return {"error": None, "states": states}
+    return states, None
 
 
-def _images(module: AnsibleModule, docker: Tuple[Optional[str], Optional[str]], names: List[str]) -> Dict[str, Any]:
-    if not names:
-        return {"error": None, "states": []}
-    if docker[0] is None:
-        return {"error": docker[1], "states": []}
+def _images(module: AnsibleModule, docker: str, names: List[str]) -> Tuple[List[Dict[str, Any]], Optional[str]]:
     # Which of the found images answers which name is not in the answer (tags, digests, short
     # names), but each unknown name is named on standard error.
-    rc, _out, err = module.run_command([docker[0], "image", "inspect", "--format", "{{.Id}}", *names])
+    rc, _out, err = module.run_command([docker, "image", "inspect", "--format", "{{.Id}}", *names])
     unknown, error = docker_unknown_names(rc, err)
     if error:
-        return {"error": error, "states": []}
-    return {"error": None, "states": [{"name": name, "present": name not in unknown} for name in names]}
+        return [], error
+    return [{"name": name, "present": name not in unknown} for name in names], None
 
 
 def _weights(path: str) -> Dict[str, Any]:
@@ -462,12 +450,17 @@ def main() -> None:
     if targets["hccn_conf"] is not None:
         facts["hccn_conf"] = {"path": targets["hccn_conf"], "exists": os.path.isfile(targets["hccn_conf"])}
 
-    # The commands: each job is (result key, how to get it); the hccn devices are merged below.
-    docker = locate_tool(module, params["docker_path"], "docker_path", "docker")
-    jobs: List[Tuple[str, Callable[[], Any]]] = [
-        ("containers", lambda: _containers(module, docker, targets["containers"])),
-        ("images", lambda: _images(module, docker, targets["images"])),
-    ]
+    # The commands, each job (result key, how to get it), run together; the answers of docker
+    # and of the hccn devices are merged below.
+    jobs: List[Tuple[str, Callable[[], Any]]] = []
+    docker, error = locate_tool(module, params["docker_path"], "docker_path", "docker")
+    facts["docker"] = {"error": None, "containers": [], "images": []}
+    for key in ("containers", "images"):
+        if targets[key] and docker is None:
+            facts["docker"]["error"] = error
+        elif targets[key]:
+            query = _containers if key == "containers" else _images
+            jobs.append((key, lambda query=query, key=key: query(module, docker, targets[key])))
     if targets["npu"]:
         jobs.append(("npu", lambda: _npu(module)))
     if targets["interfaces"]:
@@ -483,6 +476,9 @@ def main() -> None:
     for (key, _job), value in zip(jobs, map_concurrently(lambda job: job[1](), jobs)):
         if key == "hccn":
             facts["hccn"]["devices"].append(value)
+        elif key in ("containers", "images"):
+            facts["docker"][key], error = value
+            facts["docker"]["error"] = facts["docker"]["error"] or error
         else:
             facts[key] = value
 

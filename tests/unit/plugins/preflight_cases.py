@@ -98,11 +98,11 @@ def facts_for(raw: Dict[str, Any], node: int = 1, npu: str = "a3_idle.txt") -> D
         "changed": False,
         "npu": dict(parse_npu_smi_info(fixture("npu_smi", npu)), error=None),
         "driver_version_file": {"path": "/usr/local/Ascend/driver/version.info", "version": "25.2.3", "error": None},
-        "containers": {
+        "docker": {
             "error": None,
-            "states": [{"name": n, "exists": False, "running": False} for n in targets["containers"]],
+            "containers": [{"name": n, "exists": False, "running": False} for n in targets["containers"]],
+            "images": [{"name": IMAGE, "present": True}],
         },
-        "images": {"error": None, "states": [{"name": IMAGE, "present": True}]},
         "weights": [
             {"path": p, "config_json": f"{p}/config.json", "missing": False, "error": None} for p in targets["weights"]
         ],
@@ -117,7 +117,7 @@ def facts_for(raw: Dict[str, Any], node: int = 1, npu: str = "a3_idle.txt") -> D
 
 
 def running(facts: Dict[str, Any], *names: str) -> Dict[str, Any]:
-    for state in facts["containers"]["states"]:
+    for state in facts["docker"]["containers"]:
         if state["name"] in names:
             state.update(exists=True, running=True)
     return facts

@@ -215,20 +215,15 @@ def test_weights_missing_or_unusable() -> None:
 def test_image_absent_or_engine_down() -> None:
     raw = single_records()
     facts = facts_for(raw)
-    facts["images"]["states"][0]["present"] = False
+    facts["docker"]["images"][0]["present"] = False
     assert problems("n1", raw, facts) == [f"n1: image {IMAGE} not present (preflight_image_must_exist)"]
     # vllm_image loads it later: only mentioned in the summary.
     assert problems("n1", raw, facts, Settings(disk_paths=["/var/lib/docker"])) == []
     assert "images absent (vllm_image loads or pulls them): " + IMAGE in summary("n1", records_of(raw), facts, 0)
     down = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
-    facts["images"] = {"error": down, "states": []}
-    facts["containers"] = {"error": down, "states": []}
+    facts["docker"] = {"error": down, "containers": [], "images": []}
     assert problems("n1", raw, facts) == [
-        f"n1: cannot query the Docker engine for containers: {down}",
-        f"n1: cannot query the Docker engine for images: {down}",
-    ]
-    assert problems("n1", raw, facts, Settings(check_image=False, disk_paths=["/var/lib/docker"])) == [
-        f"n1: cannot query the Docker engine for containers: {down}"
+        f"n1: cannot query the Docker engine about our containers and images: {down}",
     ]
 
 

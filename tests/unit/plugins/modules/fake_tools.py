@@ -53,7 +53,8 @@ class FakeNpuSmi:
         return self.log.read_text(encoding="utf-8").splitlines()
 
 
-FAKE_TOOL = """#!{python}
+# Each scripted fake first logs its argv and loads the table the test saved.
+FAKE_HEAD = """#!{python}
 import json
 import sys
 import time
@@ -63,7 +64,11 @@ with open({log!r}, "a", encoding="utf-8") as fh:
     fh.write(json.dumps(argv) + "\\n")
 with open({table!r}, encoding="utf-8") as fh:
     table = json.load(fh)
+"""
 
+FAKE_TOOL = (
+    FAKE_HEAD
+    + """
 
 def reply(answer):
     rc, text = answer[:2]
@@ -85,6 +90,7 @@ if command == "ping":
           "3 packets transmitted, 0 received, 100.00%% packet loss\\n" % (argv[1], argv[5])]))
 reply(device[command])
 """
+)
 
 
 def healthy(device: int) -> Dict[str, Any]:
@@ -97,22 +103,19 @@ def healthy(device: int) -> Dict[str, Any]:
     }
 
 
-class FakeHccnTool:
-    def __init__(self, tmp_path: Path, count: int) -> None:
-        self.table = {str(i): healthy(i) for i in range(count)}
-        self.path = tmp_path / "hccn_tool"
-        self.log = tmp_path / "calls.log"
-        self.table_path = tmp_path / "table.json"
+class ScriptedFake:
+    """A fake tool from a script template (FAKE_HEAD + its answers) and the table it reads."""
+
+    def __init__(self, directory: Path, name: str, template: str, table: Dict[str, Any]) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / name
+        self.log = directory / f"{name}.log"
+        self.table_path = directory / f"{name}.json"
+        self.table = table
         self.path.write_text(
-            FAKE_TOOL.format(python=sys.executable, log=str(self.log), table=str(self.table_path)), encoding="utf-8"
+            template.format(python=sys.executable, log=str(self.log), table=str(self.table_path)), encoding="utf-8"
         )
         self.path.chmod(0o755)
-
-    def set(self, device: int, command: str, answer: Answer) -> None:
-        self.table[str(device)][command] = answer
-
-    def set_ping(self, device: int, address: str, answer: Answer) -> None:
-        self.table[str(device)]["ping"][address] = answer
 
     def save(self) -> None:
         self.table_path.write_text(json.dumps(self.table), encoding="utf-8")
@@ -122,6 +125,17 @@ class FakeHccnTool:
             return []
         return [json.loads(line) for line in self.log.read_text(encoding="utf-8").splitlines()]
 
+
+class FakeHccnTool(ScriptedFake):
+    def __init__(self, tmp_path: Path, count: int) -> None:
+        super().__init__(tmp_path, "hccn_tool", FAKE_TOOL, {str(i): healthy(i) for i in range(count)})
+
+    def set(self, device: int, command: str, answer: Answer) -> None:
+        self.table[str(device)][command] = answer
+
+    def set_ping(self, device: int, address: str, answer: Answer) -> None:
+        self.table[str(device)]["ping"][address] = answer
+
     def calls_by_device(self) -> Dict[str, List[List[str]]]:
         """The calls of each device, in the order that device made them."""
         by_device: Dict[str, List[List[str]]] = {}
@@ -130,17 +144,9 @@ class FakeHccnTool:
         return by_device
 
 
-FAKE_DOCKER = """#!{python}
-import json
-import sys
-import time
-
-argv = sys.argv[1:]
-with open({log!r}, "a", encoding="utf-8") as fh:
-    fh.write(json.dumps(argv) + "\\n")
-with open({table!r}, encoding="utf-8") as fh:
-    table = json.load(fh)
-time.sleep(table["delay"])
+FAKE_DOCKER = (
+    FAKE_HEAD
+    + """time.sleep(table["delay"])
 if table["down"]:
     sys.stderr.write("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
                      "Is the docker daemon running?\\n")
@@ -161,21 +167,14 @@ else:
     sys.stdout.write("".join(image["Id"] + "\\n" for image in found))
 sys.exit(rc)
 """
+)
 
 
-class FakeDocker:
+class FakeDocker(ScriptedFake):
     """A ``docker`` CLI that answers ``container inspect`` and ``image inspect`` from a table."""
 
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / "docker"
-        self.log = directory / "docker.log"
-        self.table_path = directory / "docker.json"
-        self.table: Dict[str, Any] = {"down": False, "delay": 0, "containers": {}, "images": {}}
-        self.path.write_text(
-            FAKE_DOCKER.format(python=sys.executable, log=str(self.log), table=str(self.table_path)), encoding="utf-8"
-        )
-        self.path.chmod(0o755)
+        super().__init__(directory, "docker", FAKE_DOCKER, {"down": False, "delay": 0, "containers": {}, "images": {}})
 
     def container(self, name: str, running: bool) -> None:
         status = "running" if running else "exited"
@@ -183,14 +182,6 @@ class FakeDocker:
 
     def image(self, name: str) -> None:
         self.table["images"][name] = {"Id": "sha256:" + "5e" * 32}
-
-    def save(self) -> None:
-        self.table_path.write_text(json.dumps(self.table), encoding="utf-8")
-
-    def calls(self) -> List[List[str]]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text(encoding="utf-8").splitlines()]
 
 
 def fake_printer(directory: Path, name: str, text: str) -> Path:

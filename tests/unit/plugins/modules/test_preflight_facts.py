@@ -120,15 +120,15 @@ def test_prefill_host_everything_in_one_call(host: Host, listener: int) -> None:
     assert len(result["npu"]["chips"]) == 16 and result["npu"]["error"] is None
     assert result["npu"]["driver_version"] == "25.2.3"
     assert result["driver_version_file"] == {"path": str(host.version_info), "version": "25.2.3", "error": None}
-    assert result["containers"] == {
+    assert result["docker"] == {
         "error": None,
-        "states": [
+        "containers": [
             {"name": "vllm-prefill0-dp0", "exists": True, "running": True},
             {"name": "vllm-prefill0-dp1", "exists": False, "running": False},
             {"name": "vllm-pd-proxy", "exists": False, "running": False},
         ],
+        "images": [{"name": IMAGE, "present": True}],
     }
-    assert result["images"] == {"error": None, "states": [{"name": IMAGE, "present": True}]}
     model, no_config, truncated = result["weights"]
     assert model == {
         "path": str(host.model),
@@ -161,7 +161,7 @@ def test_single_node_host_reads_no_network(host: Host) -> None:
     result = run(host.args(servers=[server], _ansible_check_mode=True))
     assert (result["hccn"], result["hccn_conf"], result["interfaces"], result["listening"]) == (None, None, None, None)
     assert host.hccn.calls() == []
-    assert result["containers"]["states"] == [{"name": "vllm-single", "exists": False, "running": False}]
+    assert result["docker"]["containers"] == [{"name": "vllm-single", "exists": False, "running": False}]
 
 
 def test_proxy_only_host_reads_no_npu(host: Host, listener: int) -> None:
@@ -169,7 +169,11 @@ def test_proxy_only_host_reads_no_npu(host: Host, listener: int) -> None:
     result = run(host.args(ports=[port]))
     assert (result["npu"], result["driver_version_file"]) == (None, None)
     assert host.npu_smi.calls() == []
-    assert result["images"] == {"error": None, "states": []}
+    assert result["docker"] == {
+        "error": None,
+        "containers": [{"name": "pd-proxy", "exists": False, "running": False}],
+        "images": [],
+    }
     assert {"address": "127.0.0.1", "port": listener} in result["listening"]["ports"]
 
 
@@ -191,8 +195,7 @@ def test_what_cannot_be_read_is_returned_not_failed(host: Host) -> None:
     assert result["npu"] == {"error": f"npu-smi not found or not executable at {missing}/npu-smi (set npu_smi_path)"}
     assert result["driver_version_file"]["error"] == "No such file or directory"
     down = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
-    assert result["containers"] == {"error": down, "states": []}
-    assert result["images"] == {"error": down, "states": []}
+    assert result["docker"] == {"error": down, "containers": [], "images": []}
     assert result["hccn"]["devices"] == []
     assert result["hccn"]["error"].startswith("hccn_tool not found: 'hccn_tool_nowhere' is neither in PATH nor in ")
     assert result["hccn_conf"]["exists"] is False
@@ -218,12 +221,12 @@ def test_unknown_image_is_absent(host: Host) -> None:
     server = prefill_server("p0", [0], host.model)
     server["container"]["image"] = "registry.example/vllm-ascend:missing"
     result = run(host.args(servers=[server]))
-    assert result["images"] == {
-        "error": None,
-        "states": [{"name": "registry.example/vllm-ascend:missing", "present": False}],
-    }
+    assert result["docker"]["images"] == [{"name": "registry.example/vllm-ascend:missing", "present": False}]
     result = run(host.args(servers=[server], check_image=False))
-    assert result["images"] == {"error": None, "states": []}
+    assert result["docker"]["images"] == []
+    # Two container lookups, and one image lookup: none with check_image=false.
+    kinds = sorted(call[0] for call in host.docker.calls())
+    assert kinds == ["container", "container", "image"]
 
 
 def test_queries_run_at_the_same_time(host: Host, tmp_path: Path) -> None:
@@ -244,4 +247,4 @@ def test_queries_run_at_the_same_time(host: Host, tmp_path: Path) -> None:
 def test_malformed_records_are_skipped_not_failed(host: Host) -> None:
     result = run(host.args(servers=[{"name": "p0", "chips": "0-7"}], ports=[{"first": 1}], network={"nic": "eth0"}))
     assert result["npu"] is None and result["hccn"] is None and result["listening"] is None
-    assert result["containers"]["states"] == []
+    assert result["docker"] == {"error": None, "containers": [], "images": []}
