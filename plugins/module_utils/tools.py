@@ -10,7 +10,10 @@ an explicit path must be an executable file.
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
+
+# How many times a command that printed nothing at all is run again (see reading_run).
+LOST_OUTPUT_RETRIES = 2
 
 # npu-smi (/usr/local/bin, /usr/local/sbin on newer drivers) and hccn_tool
 # (/usr/local/Ascend/driver/tools), besides the system directories.
@@ -48,3 +51,25 @@ def find_tool(module, path: str, option: str, what: str, opt_dirs: Optional[Sequ
     if error is not None:
         module.fail_json(msg=error)
     return found or ""
+
+
+def reading_run(module) -> Callable[[List[str]], Tuple[int, str, str]]:
+    """``module.run_command`` for tools that always print when they succeed, run again when
+    one exits 0 having printed nothing.
+
+    ansible-core's run_command can lose the whole output of a command: when its one-second
+    select times out it checks whether the child has exited, and a child that wrote and exited
+    in between is never read (ansible/ansible#51393, still so in 2.21). It takes a child that
+    is silent for a second and a busy host; a module running many queries at once makes it
+    likely. An empty answer with exit code 0 is never a real answer of npu-smi, hccn_tool,
+    the docker CLI or ip, so it is asked again.
+    """
+
+    def run(argv: List[str]) -> Tuple[int, str, str]:
+        for _attempt in range(LOST_OUTPUT_RETRIES):
+            rc, out, err = module.run_command(argv)
+            if rc != 0 or out.strip() or err.strip():
+                return rc, out, err
+        return module.run_command(argv)
+
+    return run

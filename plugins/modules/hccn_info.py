@@ -276,7 +276,7 @@ from ansible_collections.ascend.vllm.plugins.module_utils.hccn import (
     summarize,
 )
 from ansible_collections.ascend.vllm.plugins.module_utils.parallel import map_concurrently
-from ansible_collections.ascend.vllm.plugins.module_utils.tools import find_tool
+from ansible_collections.ascend.vllm.plugins.module_utils.tools import find_tool, reading_run
 
 
 def _discover_devices(module: AnsibleModule) -> List[int]:
@@ -358,9 +358,11 @@ def main() -> None:
     devices = _discover_devices(module)
     plan = _ping_plan(module, devices)
 
+    run = reading_run(module)
+
     def query(device: int) -> Dict[str, Any]:
         return query_device(
-            module.run_command,
+            run,
             tool,
             device,
             status=params["status"],

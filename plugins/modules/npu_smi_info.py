@@ -293,7 +293,7 @@ from ansible_collections.ascend.vllm.plugins.module_utils.npu_smi import (
     run_checks,
     summarize,
 )
-from ansible_collections.ascend.vllm.plugins.module_utils.tools import find_tool
+from ansible_collections.ascend.vllm.plugins.module_utils.tools import find_tool, reading_run
 
 
 def _validate(module: AnsibleModule) -> None:
@@ -307,7 +307,7 @@ def _validate(module: AnsibleModule) -> None:
 
 def _read(module: AnsibleModule, tool: str) -> Dict[str, Any]:
     try:
-        return read_npu_smi_info(module.run_command, tool)
+        return read_npu_smi_info(reading_run(module), tool)
     except NpuSmiCommandError as exc:
         module.fail_json(msg=str(exc), **exc.details)
     return {}  # not reached: fail_json exits

@@ -287,7 +287,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ascend.vllm.plugins.module_utils.hccn import HccnCommandError, query_device
+from ansible_collections.ascend.vllm.plugins.module_utils.hccn import HccnCommandError, RunCommand, query_device
 from ansible_collections.ascend.vllm.plugins.module_utils.npu_smi import NpuSmiCommandError, read_npu_smi_info
 from ansible_collections.ascend.vllm.plugins.module_utils.parallel import map_concurrently
 from ansible_collections.ascend.vllm.plugins.module_utils.preflight import (
@@ -298,7 +298,7 @@ from ansible_collections.ascend.vllm.plugins.module_utils.preflight import (
     parse_proc_net_tcp,
     parse_version_info,
 )
-from ansible_collections.ascend.vllm.plugins.module_utils.tools import locate_tool
+from ansible_collections.ascend.vllm.plugins.module_utils.tools import locate_tool, reading_run
 
 PROC_NET_TCP = ("/proc/net/tcp", "/proc/net/tcp6")
 
@@ -308,12 +308,12 @@ def _output(rc: int, out: str, err: str) -> str:
     return f"exit code {rc}: {text or '(no output)'}"
 
 
-def _npu(module: AnsibleModule) -> Dict[str, Any]:
+def _npu(module: AnsibleModule, run: RunCommand) -> Dict[str, Any]:
     tool, error = locate_tool(module, module.params["npu_smi_path"], "npu_smi_path", "npu-smi")
     if tool is None:
         return {"error": error}
     try:
-        return dict(read_npu_smi_info(module.run_command, tool), error=None)
+        return dict(read_npu_smi_info(run, tool), error=None)
     except NpuSmiCommandError as exc:
         return {"error": str(exc)}
 
@@ -326,8 +326,8 @@ def _version_file(path: str) -> Dict[str, Any]:
         return {"path": path, "version": None, "error": exc.strerror or str(exc)}
 
 
-def _containers(module: AnsibleModule, docker: str, names: List[str]) -> Tuple[List[Dict[str, Any]], Optional[str]]:
-    rc, out, err = module.run_command([docker, "container", "inspect", *names])
+def _containers(run: RunCommand, docker: str, names: List[str]) -> Tuple[List[Dict[str, Any]], Optional[str]]:
+    rc, out, err = run([docker, "container", "inspect", *names])
     _unknown, error = docker_unknown_names(rc, err)
     if error:
         return [], error
@@ -342,10 +342,10 @@ def _containers(module: AnsibleModule, docker: str, names: List[str]) -> Tuple[L
     return states, None
 
 
-def _images(module: AnsibleModule, docker: str, names: List[str]) -> Tuple[List[Dict[str, Any]], Optional[str]]:
+def _images(run: RunCommand, docker: str, names: List[str]) -> Tuple[List[Dict[str, Any]], Optional[str]]:
     # Which of the found images answers which name is not in the answer (tags, digests, short
     # names), but each unknown name is named on standard error.
-    rc, _out, err = module.run_command([docker, "image", "inspect", "--format", "{{.Id}}", *names])
+    rc, _out, err = run([docker, "image", "inspect", "--format", "{{.Id}}", *names])
     unknown, error = docker_unknown_names(rc, err)
     if error:
         return [], error
@@ -395,11 +395,11 @@ def _listening() -> Dict[str, Any]:
     return {"error": None, "ports": ports}
 
 
-def _interfaces(module: AnsibleModule) -> Dict[str, Any]:
+def _interfaces(module: AnsibleModule, run: RunCommand) -> Dict[str, Any]:
     tool, error = locate_tool(module, module.params["ip_path"], "ip_path", "ip (iproute2)")
     if tool is None:
         return {"error": error, "interfaces": []}
-    rc, out, err = module.run_command([tool, "-j", "addr", "show"])
+    rc, out, err = run([tool, "-j", "addr", "show"])
     if rc != 0:
         return {"error": f"'{tool} -j addr show' failed, {_output(rc, out, err)}", "interfaces": []}
     try:
@@ -408,9 +408,9 @@ def _interfaces(module: AnsibleModule) -> Dict[str, Any]:
         return {"error": f"unreadable answer of '{tool} -j addr show': {exc}", "interfaces": []}
 
 
-def _hccn_device(module: AnsibleModule, tool: str, device: int) -> Dict[str, Any]:
+def _hccn_device(run: RunCommand, tool: str, device: int) -> Dict[str, Any]:
     try:
-        return dict(query_device(module.run_command, tool, device, tls=False), error=None)
+        return dict(query_device(run, tool, device, tls=False), error=None)
     except HccnCommandError as exc:
         return {"device": device, "link": None, "net_health": None, "ip": None, "netmask": None, "error": str(exc)}
 
@@ -452,6 +452,7 @@ def main() -> None:
 
     # The commands, each job (result key, how to get it), run together; the answers of docker
     # and of the hccn devices are merged below.
+    run = reading_run(module)
     jobs: List[Tuple[str, Callable[[], Any]]] = []
     docker, error = locate_tool(module, params["docker_path"], "docker_path", "docker")
     facts["docker"] = {"error": None, "containers": [], "images": []}
@@ -460,17 +461,17 @@ def main() -> None:
             facts["docker"]["error"] = error
         elif targets[key]:
             query = _containers if key == "containers" else _images
-            jobs.append((key, lambda query=query, key=key: query(module, docker, targets[key])))
+            jobs.append((key, lambda query=query, key=key: query(run, docker, targets[key])))
     if targets["npu"]:
-        jobs.append(("npu", lambda: _npu(module)))
+        jobs.append(("npu", lambda: _npu(module, run)))
     if targets["interfaces"]:
-        jobs.append(("interfaces", lambda: _interfaces(module)))
+        jobs.append(("interfaces", lambda: _interfaces(module, run)))
     if targets["hccn_devices"]:
         hccn_tool, error = locate_tool(module, params["hccn_tool_path"], "hccn_tool_path", "hccn_tool")
         facts["hccn"] = {"error": error, "devices": []}
         if hccn_tool is not None:
             jobs += [
-                ("hccn", lambda device=device: _hccn_device(module, hccn_tool, device))
+                ("hccn", lambda device=device: _hccn_device(run, hccn_tool, device))
                 for device in targets["hccn_devices"]
             ]
     for (key, _job), value in zip(jobs, map_concurrently(lambda job: job[1](), jobs)):
