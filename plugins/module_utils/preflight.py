@@ -148,11 +148,12 @@ def _network(record: Any, problems: List[str]) -> Optional[Dict[str, Any]]:
         ipaddress.ip_address(str(record.get("ip")))
     except ValueError:
         wrong.append(f"'ip' must be an IP address, got {record.get('ip')!r}")
-    if not _int_list(record.get("devices")):
-        wrong.append(f"'devices' must be a list of device indexes, got {record.get('devices')!r}")
+    # A prefill/decode host always has devices to check and hosts of the other role to reach.
+    if not (_int_list(record.get("devices")) and record["devices"]):
+        wrong.append(f"'devices' must be a non-empty list of device indexes, got {record.get('devices')!r}")
     peers = record.get("fabric_peers")
-    if not (isinstance(peers, list) and all(_is_str(p) for p in peers)):
-        wrong.append(f"'fabric_peers' must be a list of inventory hostnames, got {peers!r}")
+    if not (isinstance(peers, list) and peers and all(_is_str(p) for p in peers)):
+        wrong.append(f"'fabric_peers' must be a non-empty list of inventory hostnames, got {peers!r}")
     if wrong:
         problems.extend(f"{where}: {w}" for w in wrong)
         return None

@@ -426,8 +426,13 @@ def test_malformed_network_and_pd_server_without_network() -> None:
     raw["network"] = {"nic": "enp189s0f0", "ip": "192.0.2.311", "devices": [0, -1], "hccn_conf": "/etc/hccn.conf"}
     assert normalize_records(raw["servers"], raw["ports"], raw["network"]).problems == [
         "preflight_network: 'ip' must be an IP address, got '192.0.2.311'",
-        "preflight_network: 'devices' must be a list of device indexes, got [0, -1]",
-        "preflight_network: 'fabric_peers' must be a list of inventory hostnames, got None",
+        "preflight_network: 'devices' must be a non-empty list of device indexes, got [0, -1]",
+        "preflight_network: 'fabric_peers' must be a non-empty list of inventory hostnames, got None",
+    ]
+    raw["network"].update(ip="192.0.2.11", devices=[], fabric_peers=[])
+    assert normalize_records(raw["servers"], raw["ports"], raw["network"]).problems == [
+        "preflight_network: 'devices' must be a non-empty list of device indexes, got []",
+        "preflight_network: 'fabric_peers' must be a non-empty list of inventory hostnames, got []",
     ]
     assert normalize_records(raw["servers"], raw["ports"], {}).problems == [
         "preflight_network is empty, but vllm-prefill0-dp0, vllm-prefill0-dp1 are prefill/decode servers: their "
