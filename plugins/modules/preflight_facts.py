@@ -358,9 +358,7 @@ def _weights(path: str) -> Dict[str, Any]:
     try:
         with open(config, encoding="utf-8") as fh:
             data = json.load(fh)
-    except FileNotFoundError:
-        entry["missing"] = True
-    except NotADirectoryError:
+    except (FileNotFoundError, NotADirectoryError):
         entry["missing"] = True
     except OSError as exc:
         entry["error"] = exc.strerror or str(exc)
@@ -412,7 +410,8 @@ def _hccn_device(run: RunCommand, tool: str, device: int) -> Dict[str, Any]:
     try:
         return dict(query_device(run, tool, device, tls=False), error=None)
     except HccnCommandError as exc:
-        return {"device": device, "link": None, "net_health": None, "ip": None, "netmask": None, "error": str(exc)}
+        failed = {"device": device, "link": None, "net_health": None, "ip": None, "netmask": None, "tls_enabled": None}
+        return dict(failed, ping=[], error=str(exc))
 
 
 def main() -> None:
@@ -450,8 +449,8 @@ def main() -> None:
     if targets["hccn_conf"] is not None:
         facts["hccn_conf"] = {"path": targets["hccn_conf"], "exists": os.path.isfile(targets["hccn_conf"])}
 
-    # The commands, each job (result key, how to get it), run together; the answers of docker
-    # and of the hccn devices are merged below.
+    # The commands run together: each job is (the result key, how to get it). The two docker
+    # lookups share one section, and each hccn device adds to the list of devices.
     run = reading_run(module)
     jobs: List[Tuple[str, Callable[[], Any]]] = []
     docker, error = locate_tool(module, params["docker_path"], "docker_path", "docker")
