@@ -43,21 +43,11 @@ _value:
 
 from typing import Any
 
+from ansible_collections.ascend.vllm.plugins.module_utils.hccn import peer_map
+
 
 def hccn_peer_map(devices_by_host: dict[str, list[dict[str, Any]]], local_host: str) -> dict[int, list[str]]:
-    local_devices = [d["device"] for d in devices_by_host.get(local_host) or []]
-    peers: dict[int, list[str]] = {}
-    for device in local_devices:
-        addresses = [
-            peer_device["ip"]
-            for host, devices in sorted(devices_by_host.items())
-            if host != local_host
-            for peer_device in devices or []
-            if peer_device["device"] == device and peer_device.get("ip")
-        ]
-        if addresses:
-            peers[device] = addresses
-    return peers
+    return peer_map(devices_by_host, local_host)
 
 
 class FilterModule:

@@ -2,8 +2,9 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Parsers and checks for ``hccn_tool`` output (the NPU RoCE NIC tool of the Ascend driver).
 
-Pure functions, no Ansible imports: ``plugins/modules/hccn_info.py`` runs the commands and
-these turn their text into data. The formats are those printed by the tool itself
+Pure functions, no Ansible imports: ``plugins/modules/hccn_info.py`` and
+``plugins/modules/preflight_facts.py`` run the commands (through ``query_device``, given their
+module's ``run_command``) and these turn their text into data. The formats are those printed by the tool itself
 (``TOOL_PRINT_INFO`` calls in the driver's ``hccn_tool`` sources) and shown in Huawei /
 vLLM-Ascend / MindIE documentation:
 
@@ -29,7 +30,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, Dict, List, Optional, Tuple
+import shlex
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 # Every value the driver's net-health table knows (g_net_health_status); for documentation
 # and tests: parse_net_health reports any value so a newer driver's wording is not an error.
@@ -77,6 +79,22 @@ class HccnParseError(ValueError):
         self.what = what
         self.line = line
         super().__init__(f"unrecognised {what} output: {line!r}")
+
+
+# (argv) -> (rc, stdout, stderr): a module's run_command.
+RunCommand = Callable[[List[str]], Tuple[int, str, str]]
+
+
+class HccnCommandError(Exception):
+    """A query of one device failed, or answered what the parser does not recognise.
+
+    ``str()`` names the device, the command line and its output; ``details`` are the extra
+    fields of the module failure (device, cmd, rc, stdout, stderr).
+    """
+
+    def __init__(self, msg: str, **details: Any) -> None:
+        self.details = details
+        super().__init__(msg)
 
 
 def _lines(text: str) -> List[str]:
@@ -203,18 +221,114 @@ def parse_hccn_conf(text: str) -> List[int]:
     return sorted(devices)
 
 
+def _failed(device: int, argv: List[str], rc: int, out: str, err: str) -> HccnCommandError:
+    output = "\n".join(part.strip() for part in (out, err) if part.strip())
+    cmd = shlex.join(argv)
+    return HccnCommandError(
+        f"device {device}: '{cmd}' failed (rc={rc}): {output or '(no output)'}",
+        device=device,
+        cmd=cmd,
+        rc=rc,
+        stdout=out,
+        stderr=err,
+    )
+
+
+def _parsed(device: int, argv: List[str], parser: Callable[[str], Any], text: str) -> Any:
+    try:
+        return parser(text)
+    except HccnParseError as exc:
+        cmd = shlex.join(argv)
+        raise HccnCommandError(
+            f"device {device}: unrecognised output of '{cmd}': {exc.line!r}", device=device, cmd=cmd, stdout=text
+        ) from None
+
+
+def query(
+    run: RunCommand, tool: str, device: int, args: List[str], parser: Callable[[str], Any], answer_on_error: str = ""
+) -> Any:
+    """Run ``hccn_tool -i device *args`` and parse its output; raises :class:`HccnCommandError`.
+
+    A non-zero exit is an error unless the output contains ``answer_on_error`` (an error text
+    that is an answer, such as "no ip was preset").
+    """
+    argv = [tool, "-i", str(device), *args]
+    rc, out, err = run(argv)
+    if rc != 0 and not (answer_on_error and answer_on_error in out + err):
+        raise _failed(device, argv, rc, out, err)
+    return _parsed(device, argv, parser, out if rc == 0 else out + err)
+
+
+def ping(run: RunCommand, tool: str, device: int, address: str) -> Dict[str, Any]:
+    """``hccn_tool -i device -ping -g address A`` -> the :func:`parse_ping` result for ``address``."""
+    argv = [tool, "-i", str(device), "-ping", "-g", "address", address]
+    rc, out, err = run(argv)
+    # A lost packet makes hccn_tool exit non-zero after a complete report, so the report
+    # is read first; the exit code is the failure only when there is no report.
+    try:
+        result = parse_ping(out)
+    except HccnParseError:
+        if rc != 0:
+            raise _failed(device, argv, rc, out, err) from None
+        result = _parsed(device, argv, parse_ping, out)
+    result["address"] = address
+    return result
+
+
+def query_device(
+    run: RunCommand,
+    tool: str,
+    device: int,
+    *,
+    status: bool = True,
+    tls: bool = True,
+    addresses: Sequence[str] = (),
+) -> Dict[str, Any]:
+    """One device's link, net health, IP and TLS (``status``) and its pings of ``addresses``.
+
+    Without ``status`` only the pings run and the status fields are None. Raises
+    :class:`HccnCommandError` on the first query that fails.
+    """
+    link = net_health = ip = netmask = tls_enabled = None
+    if status:
+        link = query(run, tool, device, ["-link", "-g"], parse_link)
+        net_health = query(run, tool, device, ["-net_health", "-g"], parse_net_health)
+        ip, netmask = query(run, tool, device, ["-ip", "-g"], parse_ip, answer_on_error=IP_NOT_PRESET)
+        if tls:
+            tls_enabled = query(run, tool, device, ["-tls", "-g"], parse_tls, answer_on_error=TLS_NO_CERT)
+    return {
+        "device": device,
+        "link": link,
+        "net_health": net_health,
+        "ip": ip,
+        "netmask": netmask,
+        "tls_enabled": tls_enabled,
+        "ping": [ping(run, tool, device, address) for address in addresses],
+    }
+
+
+def _queried(devices: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    # Devices queried for pings only have no status (None) to judge.
+    return [d for d in devices if d["link"] is not None]
+
+
 def check_link(devices: List[Dict[str, Any]]) -> List[str]:
     """One problem per device whose link is not UP."""
-    return [f"device {d['device']}: link {d['link']}" for d in devices if d["link"] != "UP"]
+    return [f"device {d['device']}: link {d['link']}" for d in _queried(devices) if d["link"] != "UP"]
 
 
 def check_net_health(devices: List[Dict[str, Any]]) -> List[str]:
     """One problem per device whose net health is not ``Success``."""
     return [
         f"device {d['device']}: net health {d['net_health']} (expected {NET_HEALTH_OK})"
-        for d in devices
+        for d in _queried(devices)
         if d["net_health"] != NET_HEALTH_OK
     ]
+
+
+def check_ip(devices: List[Dict[str, Any]]) -> List[str]:
+    """One problem per device without an IPv4 address (``-ip -g``: no ip was preset)."""
+    return [f"device {d['device']}: no IP address" for d in _queried(devices) if d["ip"] is None]
 
 
 def check_ping(devices: List[Dict[str, Any]]) -> List[str]:
@@ -231,12 +345,34 @@ def summarize(devices: List[Dict[str, Any]]) -> Dict[str, Any]:
     """The ``summary`` return value: what is wrong, whether or not a check was asked for."""
     return {
         "total": len(devices),
-        "link_down": [d["device"] for d in devices if d["link"] != "UP"],
-        "unhealthy": [d["device"] for d in devices if d["net_health"] != NET_HEALTH_OK],
-        "no_ip": [d["device"] for d in devices if d["ip"] is None],
+        "link_down": [d["device"] for d in _queried(devices) if d["link"] != "UP"],
+        "unhealthy": [d["device"] for d in _queried(devices) if d["net_health"] != NET_HEALTH_OK],
+        "no_ip": [d["device"] for d in _queried(devices) if d["ip"] is None],
         "tls_enabled": [d["device"] for d in devices if d["tls_enabled"]],
         "unreachable": [
             {"device": d["device"], "address": p["address"]} for d in devices for p in d["ping"] if not p["reachable"]
         ],
         "problems": check_link(devices) + check_net_health(devices) + check_ping(devices),
     }
+
+
+def peer_map(devices_by_host: Dict[str, Optional[List[Dict[str, Any]]]], local_host: str) -> Dict[int, List[str]]:
+    """Local device N -> the IPs of device N of every other host (hosts in name order).
+
+    ``devices_by_host`` maps each host to the devices its hccn query returned. Peer devices
+    without an address are left out (their host reports them); local devices with no peer
+    address are omitted.
+    """
+    local_devices = [d["device"] for d in devices_by_host.get(local_host) or []]
+    peers: Dict[int, List[str]] = {}
+    for device in local_devices:
+        addresses = [
+            peer_device["ip"]
+            for host, devices in sorted(devices_by_host.items())
+            if host != local_host
+            for peer_device in devices or []
+            if peer_device["device"] == device and peer_device.get("ip")
+        ]
+        if addresses:
+            peers[device] = addresses
+    return peers

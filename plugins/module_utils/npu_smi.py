@@ -33,7 +33,8 @@ the health and idleness checks pass on a machine where they should fail.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+import shlex
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 HEALTHY = "OK"
 # What npu-smi prints for a value it does not have: "-" for the power of an A3's second die,
@@ -86,6 +87,18 @@ class NpuSmiParseError(ValueError):
         if line is not None:
             text += f": {line!r}"
         super().__init__(text)
+
+
+class NpuSmiCommandError(Exception):
+    """``npu-smi info`` failed or printed what the parser cannot read.
+
+    ``str()`` names the command and why; ``details`` are the extra fields of the module
+    failure (cmd, rc, stdout, stderr).
+    """
+
+    def __init__(self, msg: str, **details: Any) -> None:
+        self.details = details
+        super().__init__(msg)
 
 
 def _cells(line: str) -> List[str]:
@@ -301,6 +314,28 @@ def parse_npu_smi_info(text: str) -> Dict[str, Any]:
     for line_no, raw in enumerate(text.splitlines(), start=1):
         parser.feed(line_no, raw.strip())
     return parser.finish()
+
+
+def read_npu_smi_info(run: Callable[[List[str]], Tuple[int, str, str]], tool: str) -> Dict[str, Any]:
+    """Run ``tool info`` with ``run`` (a module's run_command) and parse it.
+
+    Raises :class:`NpuSmiCommandError` on a non-zero exit (showing npu-smi's output, such as
+    ``dcmi module initialize failed. ret is -8005``) and on output it cannot read.
+    """
+    argv = [tool, "info"]
+    cmd = shlex.join(argv)
+    rc, out, err = run(argv)
+    if rc != 0:
+        output = "\n".join(part.strip() for part in (out, err) if part.strip())
+        raise NpuSmiCommandError(
+            f"'{cmd}' failed (rc={rc}): {output or '(no output)'}", cmd=cmd, rc=rc, stdout=out, stderr=err
+        )
+    try:
+        return parse_npu_smi_info(out)
+    except NpuSmiParseError as exc:
+        raise NpuSmiCommandError(
+            f"cannot read the output of '{cmd}': {exc}", cmd=cmd, rc=rc, stdout=out, stderr=err
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------

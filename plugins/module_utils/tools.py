@@ -10,7 +10,10 @@ order of Ansible's ``get_bin_path``); an explicit path must be an executable fil
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
+
+# How many times a command that printed nothing at all is run again (see reading_run).
+LOST_OUTPUT_RETRIES = 2
 
 # npu-smi (/usr/local/bin, /usr/local/sbin on newer drivers) and hccn_tool
 # (/usr/local/Ascend/driver/tools), besides the system directories.
@@ -26,8 +29,10 @@ ASCEND_TOOL_DIRS = (
 DOCKER_DIRS = ("/usr/bin", "/usr/local/bin", "/snap/bin")
 
 
-def find_tool(module, path: str, option: str, what: str, opt_dirs: Optional[Sequence[str]] = None) -> str:
-    """The executable ``path`` names, or ``module.fail_json`` naming the module option to set.
+def locate_tool(
+    module, path: str, option: str, what: str, opt_dirs: Optional[Sequence[str]] = None
+) -> Tuple[Optional[str], Optional[str]]:
+    """``(executable, None)``, or ``(None, why not)`` naming the module option to set.
 
     ``path`` with a ``/`` is taken as it is; a bare name goes through ``get_bin_path`` with
     ``opt_dirs`` (default ``ASCEND_TOOL_DIRS``) as the extra directories.
@@ -35,11 +40,39 @@ def find_tool(module, path: str, option: str, what: str, opt_dirs: Optional[Sequ
     opt_dirs = ASCEND_TOOL_DIRS if opt_dirs is None else opt_dirs
     if "/" in path:
         if os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-        module.fail_json(msg=f"{what} not found or not executable at {path} (set {option})")
+            return path, None
+        return None, f"{what} not found or not executable at {path} (set {option})"
     found = module.get_bin_path(path, opt_dirs=list(opt_dirs))
     if not found:
-        module.fail_json(
-            msg=f"{what} not found: {path!r} is neither in PATH nor in {', '.join(opt_dirs)} (set {option})"
-        )
-    return found
+        return None, f"{what} not found: {path!r} is neither in PATH nor in {', '.join(opt_dirs)} (set {option})"
+    return found, None
+
+
+def find_tool(module, path: str, option: str, what: str, opt_dirs: Optional[Sequence[str]] = None) -> str:
+    """The executable ``path`` names (see :func:`locate_tool`), or ``module.fail_json`` saying why not."""
+    found, error = locate_tool(module, path, option, what, opt_dirs)
+    if error is not None:
+        module.fail_json(msg=error)
+    return found or ""
+
+
+def reading_run(module) -> Callable[[List[str]], Tuple[int, str, str]]:
+    """``module.run_command`` for tools that always print when they succeed, run again when
+    one exits 0 having printed nothing.
+
+    ansible-core's run_command can lose the whole output of a command: when its one-second
+    select times out it checks whether the child has exited, and a child that wrote and exited
+    in between is never read (ansible/ansible#51393, still so in 2.21). It takes a child that
+    is silent for a second and a busy host; a module running many queries at once makes it
+    likely. An empty answer with exit code 0 is never a real answer of npu-smi, hccn_tool,
+    the docker CLI or ip, so it is asked again.
+    """
+
+    def run(argv: List[str]) -> Tuple[int, str, str]:
+        for _attempt in range(LOST_OUTPUT_RETRIES):
+            rc, out, err = module.run_command(argv)
+            if rc != 0 or out.strip() or err.strip():
+                return rc, out, err
+        return module.run_command(argv)
+
+    return run

@@ -14,6 +14,9 @@ description:
     the IPv4 address and netmask (C(-ip -g)) and the TLS switch (C(-tls -g)).
   - Optionally pings peer device IPs from the NPU NIC (C(-ping -g address IP)), the connectivity
     test of the vLLM-Ascend multi-node guide.
+  - The devices are queried at the same time, one thread per device running its queries and
+    then its pings in turn, so that 16 devices pinging one peer each take about as long as one
+    ping. One device's NIC never runs two commands at once.
   - Read-only; never reports a change. Optional checks fail the task and name each offending
     device; the facts are returned in the failure result too.
   - Fails naming the device, the command line, its return code and its output when a query
@@ -47,6 +50,15 @@ options:
         O(device_count) is given.
     type: path
     default: /etc/hccn.conf
+  status:
+    description:
+      - Query each device's link, net health and IPv4 address (and TLS, see O(tls)).
+      - V(false) runs only the pings of O(ping), for a caller that has read the status already
+        (the role C(ascend.vllm.preflight) does, with M(ascend.vllm.preflight_facts)).
+        RV(devices[].link), RV(devices[].net_health), RV(devices[].ip), RV(devices[].netmask)
+        and RV(devices[].tls_enabled) are then V(null), and RV(summary) judges the pings only.
+    type: bool
+    default: true
   tls:
     description:
       - Query the TLS switch. With V(false) C(-tls -g) is not run and RV(devices[].tls_enabled)
@@ -125,6 +137,15 @@ EXAMPLES = r"""
       1: [10.20.0.21]
     require_ping: true
 
+- name: Only ping (the devices' status was read by an earlier task)
+  ascend.vllm.hccn_info:
+    devices: [0, 1]
+    status: false
+    ping:
+      0: 10.20.0.20
+      1: 10.20.0.21
+  register: fabric
+
 - name: Show the devices whose link is down
   ansible.builtin.debug:
     msg: "{{ hccn.summary.link_down }}"
@@ -142,7 +163,7 @@ devices:
       type: int
       sample: 0
     link:
-      description: The link state of the NIC.
+      description: The link state of the NIC; V(null) when O(status=false).
       type: str
       choices: [UP, DOWN]
       sample: UP
@@ -151,10 +172,11 @@ devices:
         - The C(net health status) text. C(Success) when the NIC reaches its net-detect address;
           the driver also reports C(Socket fail), C(Receive timeout), C(Unreachable),
           C(Time exceeded), C(Fault), C(Init), C(Thread error), C(Detect ip set) and C(Unknown).
+        - V(null) when O(status=false).
       type: str
       sample: Success
     ip:
-      description: The IPv4 address of the NIC; V(null) when none is set.
+      description: The IPv4 address of the NIC; V(null) when none is set, or when O(status=false).
       type: str
       sample: 192.168.100.101
     netmask:
@@ -164,7 +186,7 @@ devices:
     tls_enabled:
       description:
         - Whether TLS is enabled on the NIC (C(tls switch[1])).
-        - V(null) when O(tls=false), and when the NIC has no TLS certificate (the tool then
+        - V(null) when O(tls=false) or O(status=false), and when the NIC has no TLS certificate (the tool then
           prints C(No certificate found) and no switch).
       type: bool
       sample: false
@@ -245,27 +267,21 @@ summary:
 """
 
 import ipaddress
-import shlex
 from typing import Any, Dict, List
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ascend.vllm.plugins.module_utils.hccn import (
-    IP_NOT_PRESET,
-    TLS_NO_CERT,
-    HccnParseError,
+    HccnCommandError,
     check_link,
     check_net_health,
     check_ping,
     parse_hccn_conf,
-    parse_ip,
-    parse_link,
-    parse_net_health,
-    parse_ping,
-    parse_tls,
+    query_device,
     summarize,
 )
-from ansible_collections.ascend.vllm.plugins.module_utils.tools import find_tool
+from ansible_collections.ascend.vllm.plugins.module_utils.parallel import map_concurrently
+from ansible_collections.ascend.vllm.plugins.module_utils.tools import find_tool, reading_run
 
 
 def _discover_devices(module: AnsibleModule) -> List[int]:
@@ -319,78 +335,6 @@ def _ping_plan(module: AnsibleModule, devices: List[int]) -> Dict[int, List[str]
     return {device: [str(a) for a in addresses] for device, addresses in plan.items()}
 
 
-class _Runner:
-    """Runs hccn_tool for one device; a failure becomes a task failure naming device and command."""
-
-    def __init__(self, module: AnsibleModule, tool: str) -> None:
-        self.module = module
-        self.tool = tool
-
-    def get(self, device: int, args: List[str], parser: Any, answer_on_error: str = "") -> Any:
-        """Run ``hccn_tool -i device *args`` and parse its output.
-
-        A non-zero exit fails the task unless its output contains ``answer_on_error`` (an
-        error text that is an answer, such as "no ip was preset").
-        """
-        argv = [self.tool, "-i", str(device), *args]
-        rc, out, err = self.module.run_command(argv)
-        if rc != 0 and not (answer_on_error and answer_on_error in out + err):
-            self.fail_rc(device, argv, rc, out, err)
-        return self.parse(device, argv, parser, out if rc == 0 else out + err)
-
-    def ping(self, device: int, address: str) -> Dict[str, Any]:
-        argv = [self.tool, "-i", str(device), "-ping", "-g", "address", address]
-        rc, out, err = self.module.run_command(argv)
-        # A lost packet makes hccn_tool exit non-zero after a complete report, so the report
-        # is read first; the exit code is the failure only when there is no report.
-        try:
-            result = parse_ping(out)
-        except HccnParseError:
-            if rc != 0:
-                self.fail_rc(device, argv, rc, out, err)
-            result = self.parse(device, argv, parse_ping, out)
-        result["address"] = address
-        return result
-
-    def parse(self, device: int, argv: List[str], parser: Any, text: str) -> Any:
-        try:
-            return parser(text)
-        except HccnParseError as exc:
-            self.module.fail_json(
-                msg=f"device {device}: unrecognised output of '{shlex.join(argv)}': {exc.line!r}",
-                device=device,
-                cmd=shlex.join(argv),
-                stdout=text,
-            )
-
-    def fail_rc(self, device: int, argv: List[str], rc: int, out: str, err: str) -> None:
-        output = "\n".join(part.strip() for part in (out, err) if part.strip())
-        self.module.fail_json(
-            msg=f"device {device}: '{shlex.join(argv)}' failed (rc={rc}): {output or '(no output)'}",
-            device=device,
-            cmd=shlex.join(argv),
-            rc=rc,
-            stdout=out,
-            stderr=err,
-        )
-
-
-def _query(runner: _Runner, device: int, tls: bool, addresses: List[str]) -> Dict[str, Any]:
-    link = runner.get(device, ["-link", "-g"], parse_link)
-    net_health = runner.get(device, ["-net_health", "-g"], parse_net_health)
-    ip, netmask = runner.get(device, ["-ip", "-g"], parse_ip, answer_on_error=IP_NOT_PRESET)
-    tls_enabled = runner.get(device, ["-tls", "-g"], parse_tls, answer_on_error=TLS_NO_CERT) if tls else None
-    return {
-        "device": device,
-        "link": link,
-        "net_health": net_health,
-        "ip": ip,
-        "netmask": netmask,
-        "tls_enabled": tls_enabled,
-        "ping": [runner.ping(device, address) for address in addresses],
-    }
-
-
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
@@ -398,6 +342,7 @@ def main() -> None:
             devices=dict(type="list", elements="int"),
             device_count=dict(type="int"),
             hccn_conf=dict(type="path", default="/etc/hccn.conf"),
+            status=dict(type="bool", default=True),
             tls=dict(type="bool", default=True),
             ping=dict(type="raw"),
             require_link_up=dict(type="bool", default=False),
@@ -410,13 +355,30 @@ def main() -> None:
     params = module.params
     if params["require_ping"] and not params["ping"]:
         module.fail_json(msg="require_ping needs ping (the addresses to ping)")
+    for check in ("require_link_up", "require_net_health"):
+        if params[check] and not params["status"]:
+            module.fail_json(msg=f"{check} needs status=true (the status it checks)")
 
     tool = find_tool(module, params["hccn_tool_path"], "hccn_tool_path", "hccn_tool")
     devices = _discover_devices(module)
     plan = _ping_plan(module, devices)
 
-    runner = _Runner(module, tool)
-    facts = [_query(runner, device, params["tls"], plan.get(device, [])) for device in devices]
+    run = reading_run(module)
+
+    def query(device: int) -> Dict[str, Any]:
+        return query_device(
+            run,
+            tool,
+            device,
+            status=params["status"],
+            tls=params["tls"],
+            addresses=plan.get(device, []),
+        )
+
+    try:
+        facts = map_concurrently(query, devices)
+    except HccnCommandError as exc:
+        module.fail_json(msg=str(exc), **exc.details)
     summary = summarize(facts)
 
     problems = []

@@ -288,18 +288,17 @@ stderr:
   type: str
 """
 
-import shlex
 from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ascend.vllm.plugins.module_utils.npu_smi import (
-    NpuSmiParseError,
-    parse_npu_smi_info,
+    NpuSmiCommandError,
+    read_npu_smi_info,
     run_checks,
     summarize,
 )
-from ansible_collections.ascend.vllm.plugins.module_utils.tools import find_tool
+from ansible_collections.ascend.vllm.plugins.module_utils.tools import find_tool, reading_run
 
 
 def _validate(module: AnsibleModule) -> None:
@@ -312,18 +311,10 @@ def _validate(module: AnsibleModule) -> None:
 
 
 def _read(module: AnsibleModule, tool: str) -> Dict[str, Any]:
-    argv = [tool, "info"]
-    cmd = shlex.join(argv)
-    rc, out, err = module.run_command(argv)
-    if rc != 0:
-        output = "\n".join(part.strip() for part in (out, err) if part.strip())
-        module.fail_json(
-            msg=f"'{cmd}' failed (rc={rc}): {output or '(no output)'}", cmd=cmd, rc=rc, stdout=out, stderr=err
-        )
     try:
-        return parse_npu_smi_info(out)
-    except NpuSmiParseError as exc:
-        module.fail_json(msg=f"cannot read the output of '{cmd}': {exc}", cmd=cmd, rc=rc, stdout=out, stderr=err)
+        return read_npu_smi_info(reading_run(module), tool)
+    except NpuSmiCommandError as exc:
+        module.fail_json(msg=str(exc), **exc.details)
     return {}  # not reached: fail_json exits
 
 

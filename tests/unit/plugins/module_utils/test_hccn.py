@@ -8,7 +8,9 @@ import pytest
 
 from ansible_collections.ascend.vllm.plugins.module_utils.hccn import (
     NET_HEALTH_VALUES,
+    HccnCommandError,
     HccnParseError,
+    check_ip,
     check_link,
     check_net_health,
     check_ping,
@@ -18,6 +20,7 @@ from ansible_collections.ascend.vllm.plugins.module_utils.hccn import (
     parse_net_health,
     parse_ping,
     parse_tls,
+    query_device,
     summarize,
 )
 
@@ -287,3 +290,65 @@ def test_summarize() -> None:
             "device 2: ping 10.0.0.9 failed (3 sent, 2 received)",
         ],
     }
+
+
+# --- queries through a run_command ----------------------------------------------------------
+
+
+class FakeRun:
+    """A module's run_command answering from a table of argv tails; logs every argv."""
+
+    def __init__(self, answers: dict[tuple[str, ...], tuple[int, str, str]]) -> None:
+        self.answers = answers
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv: list[str]) -> tuple[int, str, str]:
+        self.calls.append(argv)
+        return self.answers[tuple(argv[1:])]
+
+
+def test_query_device_reads_status_and_pings() -> None:
+    run = FakeRun(
+        {
+            ("-i", "2", "-link", "-g"): (0, fixture("link_up.txt"), ""),
+            ("-i", "2", "-net_health", "-g"): (0, fixture("net_health_success.txt"), ""),
+            ("-i", "2", "-ip", "-g"): (1, fixture("ip_not_preset.txt"), ""),
+            ("-i", "2", "-ping", "-g", "address", "10.0.0.9"): (1, fixture("ping_partial.txt"), ""),
+        }
+    )
+    device = query_device(run, "/t/hccn_tool", 2, tls=False, addresses=["10.0.0.9"])
+    assert device == {
+        "device": 2,
+        "link": "UP",
+        "net_health": "Success",
+        "ip": None,
+        "netmask": None,
+        "tls_enabled": None,
+        "ping": [{"address": "10.0.0.9", "reachable": False, "transmitted": 3, "received": 2, "loss_pct": 33.33}],
+    }
+    assert check_ip([device]) == ["device 2: no IP address"]
+    assert run.calls[0] == ["/t/hccn_tool", "-i", "2", "-link", "-g"]
+
+
+def test_query_device_errors_name_device_command_and_output() -> None:
+    run = FakeRun({("-i", "1", "-link", "-g"): (3, "", "Get link status failed!\n")})
+    with pytest.raises(HccnCommandError) as exc:
+        query_device(run, "/t/hccn_tool", 1)
+    assert str(exc.value) == "device 1: '/t/hccn_tool -i 1 -link -g' failed (rc=3): Get link status failed!"
+    assert exc.value.details == {
+        "device": 1,
+        "cmd": "/t/hccn_tool -i 1 -link -g",
+        "rc": 3,
+        "stdout": "",
+        "stderr": "Get link status failed!\n",
+    }
+    run = FakeRun({("-i", "1", "-link", "-g"): (0, "link status: TESTING\n", "")})
+    with pytest.raises(HccnCommandError, match=r"^device 1: unrecognised output of '/t/hccn_tool -i 1 -link -g': "):
+        query_device(run, "/t/hccn_tool", 1)
+
+
+def test_status_less_devices_are_not_judged() -> None:
+    device = {"device": 0, "link": None, "net_health": None, "ip": None, "netmask": None, "tls_enabled": None}
+    assert check_link([dict(device, ping=[])]) == check_net_health([dict(device, ping=[])]) == []
+    assert check_ip([dict(device, ping=[])]) == []
+    assert summarize([dict(device, ping=[])])["no_ip"] == []

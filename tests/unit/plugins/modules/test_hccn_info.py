@@ -1,56 +1,26 @@
 """ascend.vllm.hccn_info, run in-process against a fake hccn_tool (a script answering from a table).
 
 The fake answers ``hccn_tool -i N -link|-net_health|-ip|-tls -g`` and
-``hccn_tool -i N -ping -g address IP`` with the text (and exit code) a test puts in its table,
-and logs every argv, so the tests see exactly what the module runs and how it reads the answers.
+``hccn_tool -i N -ping -g address IP`` with the text (and exit code, and optionally after a
+delay) a test puts in its table, and logs every argv, so the tests see exactly what the module
+runs and how it reads the answers. Devices are queried concurrently, so the log's order is
+fixed within a device only.
 """
 
 from __future__ import annotations
 
-import json
-import sys
+import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import pytest
 
 from ansible_collections.ascend.vllm.plugins.modules import hccn_info
+from tests.unit.plugins.modules.fake_tools import FakeHccnTool as FakeTool
 from tests.unit.plugins.modules.module_runner import ModuleExit, adhoc_failure, run_module
 
 ROOT = Path(__file__).resolve().parents[4]
 FIXTURES = ROOT / "tests" / "unit" / "fixtures" / "hccn"
-
-FAKE_TOOL = """#!{python}
-import json
-import sys
-
-argv = sys.argv[1:]
-with open({log!r}, "a", encoding="utf-8") as fh:
-    fh.write(json.dumps(argv) + "\\n")
-with open({table!r}, encoding="utf-8") as fh:
-    table = json.load(fh)
-
-
-def reply(answer):
-    rc, text = answer
-    sys.stdout.write(text)
-    sys.exit(rc)
-
-
-if len(argv) < 4 or argv[0] != "-i":
-    reply([1, "Get invalid major cmd.\\n"])
-device = table.get(argv[1])
-if device is None:
-    reply([1, "Get invalid device id.\\n"])
-command = argv[2].lstrip("-")
-if command == "ping":
-    reply(device["ping"].get(argv[5], [1, "device %s PING %s\\nrecv time out seq=0\\n"
-          "recv time out seq=1\\nrecv time out seq=2\\n"
-          "3 packets transmitted, 0 received, 100.00%% packet loss\\n" % (argv[1], argv[5])]))
-reply(device[command])
-"""
-
-Answer = Tuple[int, str]
 
 
 def fixture(name: str) -> str:
@@ -63,42 +33,6 @@ def ping_ok(device: int, address: str) -> str:
         "recv seq=0,time=0.131000ms\nrecv seq=1,time=0.062000ms\nrecv seq=2,time=0.060000ms\n"
         "3 packets transmitted, 3 received, 0.00% packet loss\n"
     )
-
-
-def healthy(device: int) -> Dict[str, Any]:
-    return {
-        "link": (0, fixture("link_up.txt")),
-        "net_health": (0, fixture("net_health_success.txt")),
-        "ip": (0, f"ipaddr:192.168.100.{101 + device}\nnetmask:255.255.255.0\n"),
-        "tls": (0, fixture("tls_disabled.txt").replace("dev_id:3", f"dev_id:{device}")),
-        "ping": {},
-    }
-
-
-class FakeTool:
-    def __init__(self, tmp_path: Path, count: int) -> None:
-        self.table = {str(i): healthy(i) for i in range(count)}
-        self.path = tmp_path / "hccn_tool"
-        self.log = tmp_path / "calls.log"
-        self.table_path = tmp_path / "table.json"
-        self.path.write_text(
-            FAKE_TOOL.format(python=sys.executable, log=str(self.log), table=str(self.table_path)), encoding="utf-8"
-        )
-        self.path.chmod(0o755)
-
-    def set(self, device: int, command: str, answer: Answer) -> None:
-        self.table[str(device)][command] = answer
-
-    def set_ping(self, device: int, address: str, answer: Answer) -> None:
-        self.table[str(device)]["ping"][address] = answer
-
-    def save(self) -> None:
-        self.table_path.write_text(json.dumps(self.table), encoding="utf-8")
-
-    def calls(self) -> List[List[str]]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.fixture
@@ -160,16 +94,20 @@ def test_healthy_devices(tool: FakeTool) -> None:
         "unreachable": [],
         "problems": [],
     }
-    assert tool.calls() == [
-        ["-i", "0", "-link", "-g"],
-        ["-i", "0", "-net_health", "-g"],
-        ["-i", "0", "-ip", "-g"],
-        ["-i", "0", "-tls", "-g"],
-        ["-i", "1", "-link", "-g"],
-        ["-i", "1", "-net_health", "-g"],
-        ["-i", "1", "-ip", "-g"],
-        ["-i", "1", "-tls", "-g"],
-    ]
+    assert tool.calls_by_device() == {
+        "0": [
+            ["-i", "0", "-link", "-g"],
+            ["-i", "0", "-net_health", "-g"],
+            ["-i", "0", "-ip", "-g"],
+            ["-i", "0", "-tls", "-g"],
+        ],
+        "1": [
+            ["-i", "1", "-link", "-g"],
+            ["-i", "1", "-net_health", "-g"],
+            ["-i", "1", "-ip", "-g"],
+            ["-i", "1", "-tls", "-g"],
+        ],
+    }
 
 
 def test_check_mode_runs_the_same_read_only_queries(tool: FakeTool) -> None:
@@ -290,12 +228,63 @@ def test_ping_mapping_pings_only_from_the_named_devices(tool: FakeTool) -> None:
     result = ok({"device_count": 2, "ping": {"0": "10.0.1.1", 1: ["10.0.1.2", "10.0.1.3"]}, "require_ping": True}, tool)
     assert [p["address"] for p in result["devices"][0]["ping"]] == ["10.0.1.1"]
     assert [p["address"] for p in result["devices"][1]["ping"]] == ["10.0.1.2", "10.0.1.3"]
-    pings = [c for c in tool.calls() if "-ping" in c]
-    assert pings == [
-        ["-i", "0", "-ping", "-g", "address", "10.0.1.1"],
-        ["-i", "1", "-ping", "-g", "address", "10.0.1.2"],
-        ["-i", "1", "-ping", "-g", "address", "10.0.1.3"],
-    ]
+    pings = {device: [c for c in calls if "-ping" in c] for device, calls in tool.calls_by_device().items()}
+    assert pings == {
+        "0": [["-i", "0", "-ping", "-g", "address", "10.0.1.1"]],
+        "1": [["-i", "1", "-ping", "-g", "address", "10.0.1.2"], ["-i", "1", "-ping", "-g", "address", "10.0.1.3"]],
+    }
+
+
+def test_pings_of_different_devices_run_at_the_same_time(tmp_path: Path) -> None:
+    fake = FakeTool(tmp_path, count=8)
+    for device in range(8):
+        fake.set_ping(device, "10.0.9.9", (0, ping_ok(device, "10.0.9.9"), 1.0))
+    started = time.monotonic()
+    result = ok({"device_count": 8, "status": False, "ping": ["10.0.9.9"], "require_ping": True}, fake)
+    elapsed = time.monotonic() - started
+    # One after the other: at least 8 s. Together: one second and the processes' start-up.
+    assert elapsed < 4, f"8 pings of 1 s took {elapsed:.1f} s"
+    assert [d["device"] for d in result["devices"]] == list(range(8))
+    assert all(d["ping"][0]["reachable"] for d in result["devices"])
+
+
+def test_status_false_runs_only_the_pings(tool: FakeTool) -> None:
+    tool.set_ping(1, "10.0.1.2", (0, ping_ok(1, "10.0.1.2")))
+    # Device 0 would report link DOWN, had it been asked.
+    tool.set(0, "link", (0, fixture("link_down.txt")))
+    result = ok({"devices": [0, 1], "status": False, "ping": {"1": "10.0.1.2"}, "require_ping": True}, tool)
+    assert tool.calls() == [["-i", "1", "-ping", "-g", "address", "10.0.1.2"]]
+    assert result["devices"][0] == {
+        "device": 0,
+        "link": None,
+        "net_health": None,
+        "ip": None,
+        "netmask": None,
+        "tls_enabled": None,
+        "ping": [],
+    }
+    assert result["devices"][1]["ping"][0]["reachable"] is True
+    assert result["summary"]["link_down"] == result["summary"]["no_ip"] == result["summary"]["problems"] == []
+
+
+@pytest.mark.parametrize("check", ["require_link_up", "require_net_health"])
+def test_status_checks_need_the_status(tool: FakeTool, check: str) -> None:
+    assert (
+        failed({"devices": [0], "status": False, check: True}, tool)["msg"]
+        == f"{check} needs status=true (the status it checks)"
+    )
+    assert tool.calls() == []
+
+
+def test_the_first_failing_device_is_reported_whatever_finishes_first(tmp_path: Path) -> None:
+    fake = FakeTool(tmp_path, count=3)
+    # Device 1 fails late, device 2 at once: device 1 comes first in the list, so it is named.
+    fake.set(1, "link", (3, "Get link status failed!\n", 0.5))
+    fake.set(2, "link", (4, "Get link status failed!\n"))
+    result = failed({"device_count": 3}, fake)
+    assert result["msg"] == f"device 1: '{fake.path} -i 1 -link -g' failed (rc=3): Get link status failed!"
+    # Every device ran to its end: no query is left running behind the failure.
+    assert len(fake.calls_by_device()["0"]) == 4
 
 
 def test_ping_comma_separated_string(tool: FakeTool) -> None:

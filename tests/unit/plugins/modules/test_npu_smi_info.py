@@ -8,45 +8,20 @@ The fake logs its arguments, so the tests also see that the module runs exactly 
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import pytest
 
 from ansible_collections.ascend.vllm.plugins.module_utils import tools
 from ansible_collections.ascend.vllm.plugins.modules import npu_smi_info
+from tests.unit.plugins.modules.fake_tools import FakeNpuSmi
 from tests.unit.plugins.modules.module_runner import ModuleExit, adhoc_failure, module_failed, module_ok, run_module
 
 ROOT = Path(__file__).resolve().parents[4]
 FIXTURES = ROOT / "tests" / "unit" / "fixtures" / "npu_smi"
 CAT = shutil.which("cat") or "/bin/cat"
-
-
-class FakeNpuSmi:
-    """An executable ``npu-smi`` that prints a fixture on stdout, optional text on stderr, and exits rc."""
-
-    def __init__(self, directory: Path, fixture: str, rc: int = 0, stderr: str = "") -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / "npu-smi"
-        self.log = directory / "argv.log"
-        script = [
-            "#!/bin/sh",
-            f'printf "%s\\n" "$*" >> {shlex.quote(str(self.log))}',
-            # cat by absolute path: some tests run the module with an empty PATH.
-            f"{CAT} {shlex.quote(str(FIXTURES / fixture))}",
-        ]
-        if stderr:
-            script.append(f"printf '%s\\n' {shlex.quote(stderr)} >&2")
-        script.append(f"exit {rc}")
-        self.path.write_text("\n".join(script) + "\n", encoding="utf-8")
-        self.path.chmod(0o755)
-
-    def calls(self) -> List[str]:
-        if not self.log.exists():
-            return []
-        return self.log.read_text(encoding="utf-8").splitlines()
 
 
 def run(args: Dict[str, Any]) -> ModuleExit:
