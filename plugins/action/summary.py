@@ -16,6 +16,7 @@ display = Display()
 ARGUMENT_SPEC: Dict[str, Any] = {
     "plan": {"type": "dict", "required": True},
     "probes": {"type": "list", "elements": "dict", "default": []},
+    "health": {"type": "dict", "default": {}},
 }
 
 
@@ -26,7 +27,7 @@ class ActionModule(ActionBase):
     def run(self, tmp: Any = None, task_vars: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         result = super().run(tmp, task_vars or {})
         args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
-        lines = summary_lines(args["plan"], args["probes"])
+        lines = summary_lines(args["plan"], args["probes"], args["health"])
         display.display("\n".join(lines))
         result.update(changed=False, lines=lines)
         return result

@@ -9,7 +9,7 @@ and the endpoint probe (chat, tool call, stream) through the proxy or against th
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from ansible_collections.ascend.vllm.plugins.module_utils.plan_values import format_chips
 from ansible_collections.ascend.vllm.plugins.module_utils.text_table import format_rows
@@ -56,20 +56,34 @@ def classify(probes: List[Mapping[str, Any]]) -> Tuple[Dict[str, Mapping[str, An
     return servers, proxies
 
 
-def _healthy(result: Optional[Mapping[str, Any]]) -> bool:
-    return bool(result) and not result.get("failed") and "health_wait_s" in result
+def healthy_servers(
+    by_server: Mapping[str, Mapping[str, Any]], health: Mapping[str, Optional[Mapping[str, Any]]]
+) -> Set[str]:
+    """ "host/container" of every server found healthy: by an endpoint_probe that passed its health
+    step, or by a container_health result of its host (``health``: host -> that result)."""
+    healthy = {key for key, result in by_server.items() if not result.get("failed") and "health_wait_s" in result}
+    for host, result in health.items():
+        for container in (result or {}).get("containers") or []:
+            if container.get("healthy"):
+                healthy.add(f"{host}/{container['name']}")
+    return healthy
 
 
-def summary_lines(plan: Mapping[str, Any], probes: List[Mapping[str, Any]]) -> List[str]:
+def summary_lines(
+    plan: Mapping[str, Any],
+    probes: List[Mapping[str, Any]],
+    health: Optional[Mapping[str, Optional[Mapping[str, Any]]]] = None,
+) -> List[str]:
     """The table: one row per instance and per proxy, then the endpoint(s)."""
     by_server, by_proxy = classify(probes)
+    healthy_set = healthy_servers(by_server, health or {})
     servers: Dict[str, Dict[str, Any]] = {
         f"{host}/{s['name']}": s for host, record in plan["hosts"].items() for s in record["servers"]
     }
     rows = []
     for instance in plan["instances"]:
         members = [servers[key] for key in instance["servers"]]
-        healthy = sum(_healthy(by_server.get(key)) for key in instance["servers"])
+        healthy = sum(key in healthy_set for key in instance["servers"])
         per_host: Dict[str, List[int]] = {}
         for s in members:
             per_host.setdefault(s["host"], []).extend(s["chips"])

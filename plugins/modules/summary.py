@@ -30,6 +30,12 @@ options:
     type: list
     elements: dict
     default: []
+  health:
+    description:
+      - Host -> the result of M(ascend.vllm.container_health) over that host's servers (a
+        server it found healthy counts as healthy); hosts without one may map to null.
+    type: dict
+    default: {}
 extends_documentation_fragment:
   - ascend.vllm.attributes
 attributes:

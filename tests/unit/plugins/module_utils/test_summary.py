@@ -78,3 +78,20 @@ def test_classify_ignores_skipped_and_unknown_items() -> None:
     proxy = plan["hosts"]["a3-node1"]["proxy"]
     servers, proxies = classify([{"skipped": True, "item": proxy}, {"item": "text"}, {"item": proxy, **FULL}])
     assert servers == {} and list(proxies) == ["http://192.0.2.11:8009"]
+
+
+def test_pd_rank_health_from_container_health_results() -> None:
+    plan = plan_of("a3")
+    ranks = plan["hosts"]["a3-node1"]["servers"]
+    health = {
+        "a3-node1": {"containers": [{"name": r["container"]["name"], "healthy": True} for r in ranks]},
+        "a3-node2": {
+            "containers": [
+                {"name": "vllm-decode0-dp0", "healthy": True},
+                {"name": "vllm-decode0-dp1", "healthy": False},
+            ]
+        },
+        "a3-node3": None,
+    }
+    rows = {line.split()[0]: line for line in summary_lines(plan, [], health)[3:5]}
+    assert " 2/2 healthy " in rows["prefill0"] and " 1/2 healthy " in rows["decode0"]
