@@ -13,6 +13,11 @@ from typing import Any, Dict, List, Optional
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
+
+try:  # ansible-core 2.19+: an action can set facts itself, as set_fact does
+    from ansible.plugins.action import VariableLayer
+except ImportError:
+    VariableLayer = None
 from ansible.utils.display import Display
 
 from ansible_collections.ascend.vllm.plugins.module_utils.plan import (
@@ -118,5 +123,10 @@ class ActionModule(ActionBase):
                 raise AnsibleActionFail(f"cannot write the plan files in {files}: {to_text(exc)}") from exc
         if args["show"]:
             display.display("\n".join([*summary(plan, files), "", *outcome["table"]]))
-        result.update(changed=changed, plan=plan, table=outcome["table"])
+        if VariableLayer is not None:
+            # An ephemeral fact of every host of the play (run_once), as set_fact sets them.
+            self.register_host_variables({"ascend_plan": plan}, VariableLayer.EPHEMERAL_FACT)
+            result.update(changed=changed, published=True, table=outcome["table"])
+        else:
+            result.update(changed=changed, published=False, plan=plan, table=outcome["table"])
         return result

@@ -24,8 +24,8 @@ description:
   - Prints the plan once (the chosen recipe and why, the image, the endpoint, one line per
     server) and writes C(plan.json) and C(serve-commands.txt) to O(dir) when they differ.
   - Runs on the controller only; it contacts no host. Use it once per play with C(run_once),
-    as the role M(ascend.vllm.plan) does, which also publishes the result to every host as
-    the fact C(ascend_plan).
+    as the role C(ascend.vllm.plan) does; the plan then becomes the fact C(ascend_plan) of every
+    host of the play.
 options:
   dir:
     description:
@@ -79,9 +79,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+published:
+  description:
+    - Whether the action published the plan itself as the ephemeral fact C(ascend_plan) of the
+      task's hosts (ansible-core 2.19 and later). Otherwise the plan is returned in RV(plan) for a
+      C(set_fact) to publish.
+  returned: success
+  type: bool
 plan:
   description: The plan document (docs/plan.md).
-  returned: success
+  returned: success, when RV(published) is false
   type: dict
   contains:
     schema:
