@@ -298,6 +298,10 @@ def _render(choices: Choices, members, hosts: Dict[str, Host], specs, models, se
             "proxy": proxies.get(name),
             "ports": [c.record() for c in claims if c.host == name],
             "network": _network(name, host, roles_of, servers) if pd and roles_of[name] else {},
+            # Files the host's containers load from the image itself (the preloaded jemalloc).
+            "image_files": sorted(
+                {r["env_prepend"]["LD_PRELOAD"] for r in records[name] if "LD_PRELOAD" in r["env_prepend"]}
+            ),
             "tuning": {
                 "sysctls": host.view.get("ascend_sysctls", to_mapping, required=False) or {},
                 "cpu_governor": host.view.get("ascend_cpu_governor", to_str, required=False) or "",

@@ -80,3 +80,28 @@ def test_missing_tarball_fails_naming_host_image_and_path(name):
     for part in (name, "/mnt/none.tar", "ascend-sim/vllm-ascend:9.9.9"):
         assert part in text, text
     assert "ascend-sim/vllm-ascend:9.9.9" not in image_tags(node(name))
+
+
+@pytest.mark.parametrize("name", CONVERGED)
+def test_a_new_image_is_checked_for_the_files_its_containers_expect(name):
+    host = node(name)
+    host.check_output(f"docker rmi {IMAGE}")
+    wanted = ["/bin/sh", "/usr/lib/no-such-dir/libjemalloc.so.2"]
+    rc, report = run_playbook(
+        CONVERGE, "--limit", name, "-e", f'{{"vllm_image_required_files": {wanted!r}}}'.replace("'", '"')
+    )
+    assert rc == 0, failure_text(report, name)
+    warned = next(r for t, r in task_results(report, name).items() if t.startswith(ROLE_TASK + "Warn about files"))
+    assert warned.get("warnings") == [
+        f"vllm_image on {name}: the image {IMAGE} has no /usr/lib/no-such-dir/libjemalloc.so.2, which its "
+        "containers preload; install it in the image or set ascend_jemalloc_preload: false"
+    ]
+    assert IMAGE in image_tags(host)
+    # Present already: not checked again (a re-run starts no throw-away container).
+    rc, report = run_playbook(
+        CONVERGE, "--limit", name, "-e", f'{{"vllm_image_required_files": {wanted!r}}}'.replace("'", '"')
+    )
+    checks = [
+        r for t, r in task_results(report, name).items() if t.startswith(ROLE_TASK + "Check that the image carries")
+    ]
+    assert rc == 0 and checks and all(r.get("skipped") for r in checks)

@@ -524,3 +524,9 @@ def test_entrypoint_prepends_to_the_image_env() -> None:
     without = subprocess.run(command, env={}, capture_output=True, text=True, check=True)
     assert without.stdout.strip() == "/new/lib.so"
     assert entrypoint({}) is None
+
+
+def test_image_files_are_what_the_containers_preload() -> None:
+    document = ok(plan())
+    assert document["hosts"]["a3-node1"]["image_files"] == ["/usr/lib/aarch64-linux-gnu/libjemalloc.so.2"]
+    assert ok(plan(ascend_jemalloc_preload=False))["hosts"]["a3-node2"]["image_files"] == []
