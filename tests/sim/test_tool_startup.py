@@ -1,5 +1,6 @@
 """What npu-smi and hccn_tool cost at each start: one process per query (a preflight runs
-dozens per node), so their common paths import only what they need."""
+dozens per node), so their common paths import only what they need, and their zipapps carry
+the byte code of the nodes' python3 (sim/images/node/zipapp-bytecode.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from typing import List
 
 import pytest
 
+from ascend_sim_host.package import write_zipapp
+
 from .conftest import SIM
+
+ADD_BYTECODE = SIM / "images" / "node" / "zipapp-bytecode.py"
 
 # Imported only by the commands (or the state writers) that need them.
 NOT_AT_STARTUP = ["secrets", "subprocess", "copy", "ascend_sim.profiles"]
@@ -50,3 +55,32 @@ def modules_after(module: str, argv: List[str], state_dir: Path) -> List[str]:
 )
 def test_queries_import_only_what_they_need(a3: Path, module: str, argv: List[str]) -> None:
     assert modules_after(module, argv, a3) == []
+
+
+def loaded_from(zipapp: Path, module: str) -> str:
+    """The file a fresh interpreter loads ``module`` from, with ``zipapp`` first on its path."""
+    code = f"import sys; sys.path.insert(0, {str(zipapp)!r}); import {module} as m; print(m.__file__)"
+    return subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "module", "argv"), [("npu-smi", "npu_smi", ["info"]), ("hccn_tool", "hccn_tool", ["-i", "2", "-ip", "-g"])]
+)
+def test_zipapp_byte_code_is_used_and_changes_no_output(
+    a3: Path, tmp_path: Path, name: str, module: str, argv: List[str]
+) -> None:
+    plain, compiled = tmp_path / "plain" / name, tmp_path / "compiled" / name
+    write_zipapp(plain, module)
+    write_zipapp(compiled, module)
+    added = subprocess.run(
+        [sys.executable, str(ADD_BYTECODE), str(compiled)], capture_output=True, text=True, check=True
+    )
+    assert added.stdout.startswith(f"{compiled}: byte code of ")
+
+    assert loaded_from(plain, "ascend_sim.state").strip().endswith("ascend_sim/state.py")
+    assert loaded_from(compiled, "ascend_sim.state").strip().endswith("ascend_sim/state.pyc")
+    outputs = [
+        subprocess.run([sys.executable, str(app), *argv], capture_output=True, text=True, check=True).stdout
+        for app in (plain, compiled)
+    ]
+    assert outputs[0] == outputs[1] != ""
