@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, TextIO
@@ -103,6 +102,9 @@ def _parse(args: Sequence[str]) -> Dict[str, Any]:
 
 def _ping_lines(ip: str, pkt: int, ping: str) -> List[Optional[float]]:
     """Per packet: round-trip time in ms, or None when no reply came back."""
+    # Only -ping runs a program: the other queries, one process each, skip importing subprocess.
+    import subprocess
+
     cmd = [ping, "-c", str(pkt), "-i", "0.2", "-W", str(PING_TIMEOUT_S), ip]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=pkt * (PING_TIMEOUT_S + 1) + 5)

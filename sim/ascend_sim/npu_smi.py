@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
-from ascend_sim import profiles
 from ascend_sim import state as st
 
 TOOL = "npu-smi"
@@ -282,6 +281,9 @@ def _one_chip(state: Dict[str, Any], npu: int, chip_id: int) -> Dict[str, Any]:
 
 
 def render_board(state: Dict[str, Any], npu: int, chip_id: Optional[int] = None) -> str:
+    # Only `-t board` needs the profile tables: `info`, one process per query, skips them.
+    from ascend_sim import profiles
+
     info = profiles.profile_info(state["profile"])
     if chip_id is not None:
         chip = _one_chip(state, npu, chip_id)

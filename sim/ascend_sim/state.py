@@ -24,18 +24,18 @@ Foreign chip holders (processes the fault CLI pretends exist) live in
 from __future__ import annotations
 
 import contextlib
-import copy
 import errno
 import fcntl
 import ipaddress
 import json
 import os
-import secrets
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from ascend_sim import profiles
+# npu-smi and hccn_tool (zipapps, one process per query: a preflight runs dozens per node)
+# import this module, so it imports only what reading the state needs; what only a writer or
+# a rare function needs (profiles, copy) is imported where it is used.
 
 DEFAULT_STATE_DIR = "/usr/local/dcmi/ascend-sim"
 STATE_FILE = "state.json"
@@ -118,6 +118,8 @@ def default_hccn(count: int, *, node_index: int = 0, device_ip_base: Optional[st
 
 def new_state(profile: str, *, node_index: int = 0, device_ip_base: Optional[str] = None) -> Dict[str, Any]:
     """A fresh, healthy state (not written anywhere)."""
+    from ascend_sim import profiles
+
     profile = profile.lower()
     chips = profiles.default_chips(profile)
     return {
@@ -135,8 +137,14 @@ def new_state(profile: str, *, node_index: int = 0, device_ip_base: Optional[str
     }
 
 
+def _unique_suffix() -> str:
+    """8 random hex digits, what ``secrets.token_hex(4)`` gives, without importing ``secrets``
+    (hmac, hashlib, random: ~5 ms at every start of npu-smi and hccn_tool)."""
+    return os.urandom(4).hex()
+
+
 def _write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{_unique_suffix()}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2, sort_keys=True)
         fh.write("\n")
@@ -468,7 +476,7 @@ def acquire_chips(
             "pid_ns": _pid_namespace(),
         }
         safe_owner = "".join(c if c.isalnum() or c in "-_." else "_" for c in owner)[:64] or "holder"
-        name = f"{safe_owner}-{int(pid)}-{secrets.token_hex(4)}.json"
+        name = f"{safe_owner}-{int(pid)}-{_unique_suffix()}.json"
         leases_dir = directory / LEASES_DIR
         tmp = leases_dir / f".{name}.tmp"
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
@@ -523,4 +531,6 @@ def render_hccn_conf(state: Dict[str, Any]) -> str:
 
 def snapshot(state: Dict[str, Any]) -> Dict[str, Any]:
     """A deep copy (for callers that want to mutate a loaded state without writing it)."""
+    import copy
+
     return copy.deepcopy(state)

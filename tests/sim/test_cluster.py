@@ -23,6 +23,7 @@ NODE1 = f"{PREFIX}-node1"
 NODE2 = f"{PREFIX}-node2"
 VLLM_IMAGE = "ascend-sim/vllm-ascend:0.1.0"
 HCCN_TOOL = "/usr/local/Ascend/driver/tools/hccn_tool"
+JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"  # what the plan preloads on x86_64
 CHIP_ROW = re.compile(r"^\| \d+\s+Ascend910\s+\|", re.MULTILINE)
 
 
@@ -87,6 +88,15 @@ def test_container_started_like_the_seed_sees_the_npus(cluster: List[str]) -> No
     assert len(CHIP_ROW.findall(out)) == 16, out
     assert "link status: UP" in out
     assert "/usr/local/bin/vllm" in out
+
+
+def test_vllm_image_has_the_jemalloc_the_plan_preloads(cluster: List[str]) -> None:
+    preloaded = ["docker", "run", "--rm", "-e", f"LD_PRELOAD={JEMALLOC}", VLLM_IMAGE, "cat", "/proc/self/maps"]
+    res = node(NODE1, *preloaded)
+    assert "ld.so" not in res.stderr, res.stderr  # "ERROR: ld.so: object ... cannot be preloaded"
+    assert JEMALLOC in res.stdout  # mapped into the process, not only present
+    # It is the image's, not the host's: the node has none (host_tuning installs none either).
+    assert node(NODE1, "test", "-e", JEMALLOC, check=False).returncode != 0
 
 
 def test_hccn_ping_between_nodes_and_faults(cluster: List[str]) -> None:
