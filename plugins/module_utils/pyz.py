@@ -36,7 +36,7 @@ def package_sources(package_dir: str) -> List[Tuple[str, str]]:
 def build_zip(package_dir: str) -> bytes:
     """The package's zip; raises ValueError when the directory holds no ``__init__.py``."""
     sources = package_sources(package_dir)
-    if not any(name.count("/") == 1 and name.endswith("/__init__.py") for _, name in sources):
+    if not any(name.count("/") == 1 and name.endswith("/__init__.py") for name in (entry[1] for entry in sources)):
         raise ValueError(f"{package_dir} is not a Python package (no __init__.py)")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
