@@ -30,7 +30,7 @@ PROC_SYS = "/proc/sys"
 CPU_DIR = "/sys/devices/system/cpu"
 CPU0_CPUFREQ = CPU_DIR + "/cpu0/cpufreq"
 UNIT_DIR = "/etc/systemd/system"
-# sd_booted(3): systemd is the running service manager exactly when this directory exists.
+# sd_booted(3): systemd runs the host when this directory exists.
 SYSTEMD_RUNTIME = "/run/systemd/system"
 PID1_NAME = "/proc/1/comm"
 KERNEL_RELEASE = "/proc/sys/kernel/osrelease"
@@ -92,6 +92,13 @@ def governors_to_change(current: Mapping[str, Optional[str]], governor: str) -> 
 def file_mode(st_mode: int) -> str:
     """Permissions as the template module takes them: ``0644``."""
     return f"{stat.S_IMODE(st_mode):04o}"
+
+
+def is_systemd(pid1: Optional[str], booted: bool) -> bool:
+    """Whether systemd manages the host: PID 1 is systemd, or systemd's runtime directory
+    exists (sd_booted(3); PID 1 may show as ``init``). Either way PID 1's name is then never
+    another service manager's, which the role names when it cannot persist."""
+    return pid1 == "systemd" or (booted and pid1 in (None, "init"))
 
 
 def writable(path: str) -> bool:
@@ -242,12 +249,12 @@ def inspect(
     units: Iterable[str],
 ) -> Dict[str, Any]:
     """Everything the role decides on, in one result (see the module's RETURN)."""
-    pid1 = _read(_under(root, PID1_NAME))
+    pid1 = (_read(_under(root, PID1_NAME)) or "").strip() or None
     kernel = _read(_under(root, KERNEL_RELEASE))
     result = {
         "kernel": kernel.strip() if kernel else None,
-        "systemd": os.path.isdir(_under(root, SYSTEMD_RUNTIME)),
-        "service_manager": pid1.strip() if pid1 else None,
+        "systemd": is_systemd(pid1, os.path.isdir(_under(root, SYSTEMD_RUNTIME))),
+        "service_manager": pid1,
         "debugfs": inspect_debugfs(root, sysctls, debugfs),
         "cpufreq": inspect_cpufreq(root, cpu_governor),
         "units": inspect_units(root, units),

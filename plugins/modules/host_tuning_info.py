@@ -110,13 +110,13 @@ kernel:
   sample: 6.8.0-49-generic
 systemd:
   description:
-    - Whether systemd is the running service manager.
-    - C(/run/systemd/system) is a directory, the test of sd_booted(3).
+    - Whether systemd manages the host - PID 1 is C(systemd), or it is C(init) or unreadable and
+      C(/run/systemd/system) is a directory (the test of sd_booted(3)).
   returned: always
   type: bool
   sample: true
 service_manager:
-  description: The name of PID 1 (C(/proc/1/comm)); V(null) if unreadable.
+  description: The name of PID 1 (C(/proc/1/comm)), the service manager; V(null) if unreadable.
   returned: always
   type: str
   sample: systemd

@@ -22,6 +22,7 @@ from ansible_collections.ascend.vllm.plugins.module_utils.host_tuning import (
     file_mode,
     governors_to_change,
     inspect,
+    is_systemd,
     live_matches,
     parse_sysctl_file,
     sysctl_path,
@@ -363,6 +364,23 @@ def test_without_systemd_the_service_manager_is_pid_1(host: FakeHost) -> None:
     host.write("/proc/1/comm", "tini\n", writable=False)
     found = look(host)
     assert (found["systemd"], found["service_manager"]) == (False, "tini")
+
+
+@pytest.mark.parametrize(
+    "pid1, booted, expected",
+    [
+        ("systemd", True, True),
+        ("systemd", False, True),  # systemctl enable works on the files without the runtime directory
+        ("init", True, True),  # /sbin/init as a link to systemd
+        (None, True, True),
+        ("init", False, False),  # sysvinit
+        ("tini", True, False),  # a container's init beside the host's /run: not ours to enable units for
+        ("bash", True, False),
+        (None, False, False),
+    ],
+)
+def test_systemd_is_pid_1_or_booted_under_an_anonymous_init(pid1: Any, booted: bool, expected: bool) -> None:
+    assert is_systemd(pid1, booted) is expected
 
 
 def test_an_empty_root_reports_nothing_found(host: FakeHost) -> None:
