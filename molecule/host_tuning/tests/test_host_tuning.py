@@ -9,6 +9,9 @@ change. jemalloc belongs to the vLLM-Ascend image: the role installs nothing.
 This machine's kernel (>= 5.13) has no kernel.sched_migration_cost_ns sysctl: the role sets
 it in debugfs instead. ``plain`` has no debugfs (the documented skip, for real); the
 ``debugfs`` nodes have prepare.yml's fake one on tmpfs at the real path.
+
+A re-run on a converged node must cost one module run on it (the role's inspection) and the
+warnings: every other task acts only on what differs, and each module run is a round trip.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import pytest
 import testinfra
 import testinfra.utils.ansible_runner
 
-from tests.molecule_playbook import run_playbook, task_results
+from tests.molecule_playbook import changed_tasks, run_playbook, task_results
 
 SCENARIO = Path(__file__).resolve().parent.parent
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
@@ -53,6 +56,13 @@ JEMALLOC_PACKAGE = "libjemalloc2"
 # the journal, temporary files.
 NOT_THE_ROLES = ("/root/.ansible", "/var/log", "/tmp", "/var/tmp")
 ROLE_TASK = "ascend.vllm.host_tuning : "
+# Actions that run on the controller alone, so cost no module run on the node.
+CONTROLLER_ACTIONS = {
+    "ansible.builtin.set_fact",
+    "ansible.builtin.validate_argument_spec",
+    "ansible.builtin.include_tasks",
+    "ansible.builtin.meta",
+}
 
 
 def node(name):
@@ -217,6 +227,35 @@ def test_migration_cost_skipped_with_a_warning_without_debugfs(name):
     assert mine[0].startswith(f"{MIGRATION_KEY}=50000 not set and not persisted: this kernel (")
     assert f"{MIGRATION_FILE} is absent (debugfs not mounted" in mine[0]
     assert "the effect on serving is minor" in mine[0]
+
+
+def module_runs(report, name):
+    """(task, action, how many times it ran) for each task of the role that ran something for
+    `name` but CONTROLLER_ACTIONS: a skipped task ran nothing, a loop ran once per item that
+    was not skipped."""
+    runs = []
+    for task, result in task_results(report, name).items():
+        if not task.startswith(ROLE_TASK) or result.get("action") in CONTROLLER_ACTIONS:
+            continue
+        if "results" in result:
+            count = sum(1 for item in result["results"] if not item.get("skipped") and "skip_reason" not in item)
+        else:
+            count = 0 if result.get("skipped") else 1
+        if count:
+            runs.append((task.removeprefix(ROLE_TASK), result["action"], count))
+    return runs
+
+
+@pytest.mark.parametrize("name", CONVERGED)
+def test_a_rerun_on_a_converged_node_inspects_once_and_warns(name):
+    # Not run_converge: its extra variable would show in the outputs file, a change.
+    rc, report = run_playbook(SCENARIO / "converge.yml", "--limit", name)
+    assert rc == 0, report["stats"]
+    assert report["stats"][name]["changed"] == 0, changed_tasks(report, name)
+    assert module_runs(report, name) == [
+        ("Inspect the kernel parameters, debugfs, cpufreq and boot units", "ascend.vllm.host_tuning_info", 1),
+        ("Warn about tuning this host does not allow", "ascend.vllm.warn", 1),
+    ]
 
 
 def files_written_since(host, marker):
