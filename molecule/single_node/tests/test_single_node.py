@@ -86,7 +86,7 @@ def test_image_loaded_from_the_tarball_and_copy_removed(name, plan):
 
 
 @pytest.mark.parametrize("name", NODES)
-def test_sysctls_persisted(name):
+def test_sysctls_persisted(name, plan):
     host = node(name)
     sysctl = host.file(SYSCTL_FILE)
     assert sysctl.is_file and sysctl.mode == 0o644
