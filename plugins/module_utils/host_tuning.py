@@ -261,3 +261,154 @@ def inspect(
     }
     result.update(inspect_sysctls(root, sysctls, sysctl_file))
     return result
+
+
+# --- what the role makes of the inspection ------------------------------------------------------
+# The filters ascend.vllm.host_tuning_findings and ascend.vllm.host_tuning_warnings call these on
+# the controller, with the module's result and the results the role's write tasks registered.
+
+# Why a sysctl key can be missing, shown in its warning.
+SYSCTL_HINTS = {
+    "kernel.numa_balancing": "the kernel is built without CONFIG_NUMA_BALANCING (nothing to turn off)",
+}
+
+# What leaving a debugfs scheduler key at the kernel's value means, shown when the role could not
+# set it (no sysctl, and the debugfs file absent, read-only or refused).
+DEBUGFS_EFFECTS = {
+    "kernel.sched_migration_cost_ns": (
+        "the effect on serving is minor: the scheduler keeps its current value (500000 ns by"
+        " default), so it moves a thread that ran recently to an idle CPU a little less readily"
+    ),
+}
+
+
+def _loop_results(registered: Optional[Mapping[str, Any]]) -> List[Mapping[str, Any]]:
+    """The items of a registered loop result; none for a task that has not run, or was skipped
+    as a whole (its result then has no ``results``)."""
+    return list((registered or {}).get("results") or [])
+
+
+def findings(
+    info: Mapping[str, Any],
+    cpu_governor: Optional[str] = None,
+    sysctl_results: Optional[Mapping[str, Any]] = None,
+    debugfs_results: Optional[Mapping[str, Any]] = None,
+) -> Dict[str, Any]:
+    """What the inspection ``info`` found, sorted the way the role acts on it, and what the
+    kernel refused once the write tasks ran.
+
+    ``sysctl_results`` is the registered loop of the task that sets the writable keys
+    (ansible.posix.sysctl): a refusal it let through keeps the module's ``msg``, which no other
+    item has (a success returns only ``changed``; a skipped item only ``skip_reason``).
+    ``debugfs_results`` is the registered loop of the debugfs setter (a command): a refusal it
+    let through has a non-zero ``rc``; a skipped item has none.
+    """
+    sysctls = info["sysctls"]
+    present = [record for record in sysctls if record["exists"]]
+    readonly = [record for record in present if not record["writable"]]
+    refused = [result for result in _loop_results(sysctl_results) if "msg" in result]
+    absent = [record["key"] for record in sysctls if not record["exists"]]
+    # The keys the role looks for in debugfs: the module reports a file for each of them.
+    in_debugfs = [record["key"] for record in info["debugfs"]]
+    debugfs = [record for record in info["debugfs"] if record["key"] in absent]
+    debugfs_writable = [record for record in debugfs if record["exists"] and record["writable"]]
+    debugfs_refused = [result for result in _loop_results(debugfs_results) if "rc" in result and result["rc"] != 0]
+    debugfs_refused_keys = [result["item"]["key"] for result in debugfs_refused]
+    cpufreq = info["cpufreq"]
+    return {
+        "sysctl_present": present,
+        "sysctl_writable": [record for record in present if record["writable"]],
+        "sysctl_readonly": readonly,
+        "sysctl_refused": refused,
+        "sysctl_unapplied": readonly + [result["item"] for result in refused],
+        "sysctl_missing": [record for record in sysctls if not record["exists"] and record["key"] not in in_debugfs],
+        "debugfs": debugfs,
+        "debugfs_writable": debugfs_writable,
+        "debugfs_refused": debugfs_refused,
+        "debugfs_set": [record for record in debugfs_writable if record["key"] not in debugfs_refused_keys],
+        "governor_ok": bool(cpufreq["present"] and cpufreq["writable"] and cpu_governor in cpufreq["governors"]),
+    }
+
+
+def _not_systemd(info: Mapping[str, Any]) -> str:
+    return f"the service manager is {info.get('service_manager') or 'unknown'}, not systemd"
+
+
+def _debugfs_reason(record: Mapping[str, Any], refused: List[Mapping[str, Any]]) -> str:
+    """Why a debugfs key was not set: its file absent, read-only, or the kernel's refusal."""
+    path = record["path"]
+    if not record["exists"]:
+        return f"{path} is absent (debugfs not mounted, a container, or a kernel without it)"
+    if not record["writable"]:
+        return f"{path} is read-only here (debugfs mounted read-only, or kernel lockdown)"
+    refusal = next((result.get("stderr", "") for result in refused if result["item"]["key"] == record["key"]), "")
+    return f"the kernel refused access to {path} ({refusal.strip()})"
+
+
+def _governor_reason(cpufreq: Mapping[str, Any]) -> str:
+    """Why the governor was not set: no cpufreq, read-only, or not offered by the driver."""
+    path = cpufreq["path"]
+    if not cpufreq["present"]:
+        return (
+            f"no cpufreq on this host ({path} is absent: a VM, a container, or frequency scaling owned by the firmware)"
+        )
+    if not cpufreq["writable"]:
+        return f"{path}/scaling_governor is read-only here (a container, or a locked-down host)"
+    return "the cpufreq driver offers only " + (", ".join(cpufreq["governors"]) or "no governor")
+
+
+def tuning_warnings(
+    info: Mapping[str, Any],
+    sysctls: Mapping[str, Any],
+    sysctl_file: str,
+    cpu_governor: Optional[str] = None,
+    check_mode: bool = False,
+    sysctl_results: Optional[Mapping[str, Any]] = None,
+    debugfs_results: Optional[Mapping[str, Any]] = None,
+) -> List[str]:
+    """What this host did not allow, one message per finding, in the order of the role's tasks:
+    keys persisted but not applied (read-only, refused), keys this kernel lacks, debugfs keys
+    not set, debugfs keys set but not persisted, the governor. ``sysctls`` is the role's wanted
+    dict: messages show each value as given, not as written."""
+    found = findings(info, cpu_governor, sysctl_results, debugfs_results)
+    kernel = info["kernel"]
+    out = []
+    persisted = " would be persisted in " if check_mode else " persisted in "
+    for record in found["sysctl_readonly"]:
+        key = record["key"]
+        out.append(
+            f"{key}={sysctls[key]}{persisted}{sysctl_file} but not applied now: {record['path']} is read-only"
+            " here (a container, or a locked-down host); it takes effect at the next boot where /proc/sys is writable"
+        )
+    for result in found["sysctl_refused"]:
+        key = result["item"]["key"]
+        out.append(
+            f"{key}={sysctls[key]} persisted in {sysctl_file} but the kernel refused to apply it now"
+            f" ({result['msg'].strip()})"
+        )
+    for record in found["sysctl_missing"]:
+        key = record["key"]
+        hint = f": {SYSCTL_HINTS[key]}" if key in SYSCTL_HINTS else ""
+        out.append(f"{key} is not a sysctl of this kernel ({kernel}): neither persisted nor applied{hint}")
+    set_keys = [record["key"] for record in found["debugfs_set"]]
+    for record in found["debugfs"]:
+        if record["key"] in set_keys:
+            continue
+        out.append(
+            f"{record['key']}={record['value']} not set and not persisted: this kernel ({kernel}) has no such"
+            f" sysctl (Linux 5.13 moved it to debugfs), and {_debugfs_reason(record, found['debugfs_refused'])};"
+            f" {DEBUGFS_EFFECTS[record['key']]}"
+        )
+    if not info["systemd"]:
+        for record in found["debugfs_set"]:
+            out.append(
+                f"{record['key']}={record['value']}{' would be set' if check_mode else ' set'} now in"
+                f" {record['path']} but not persisted across reboots: {_not_systemd(info)}"
+            )
+    if not cpu_governor:
+        return out
+    if not found["governor_ok"]:
+        out.append(f"CPU governor {cpu_governor} not set and not persisted: {_governor_reason(info['cpufreq'])}")
+    elif not info["systemd"]:
+        out.append(f"CPU governor {cpu_governor} set now but not persisted across reboots: {_not_systemd(info)}")
+    return out

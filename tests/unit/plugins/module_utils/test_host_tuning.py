@@ -1,6 +1,7 @@
 # Copyright: Contributors to the ascend.vllm project
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What host_tuning reads of a host, and how it compares it, on realistic hosts.
+"""What host_tuning reads of a host, how it compares it, and what the role makes of it (the
+findings its tasks act on, the warnings it shows), on realistic hosts.
 
 The comparisons decide which keys the role hands to ansible.posix.sysctl at all, so some tests
 hold them against that module's own code: a key said to match that the module would still
@@ -11,15 +12,18 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import pytest
 
 from ansible_collections.ansible.posix.plugins.modules.sysctl import SysctlModule
+from ansible_collections.ascend.vllm.plugins.filter.host_tuning_findings import FilterModule as FindingsFilter
+from ansible_collections.ascend.vllm.plugins.filter.host_tuning_warnings import FilterModule as WarningsFilter
 from ansible_collections.ascend.vllm.plugins.module_utils import host_tuning
 from ansible_collections.ascend.vllm.plugins.module_utils.host_tuning import (
     command_output,
     file_mode,
+    findings,
     governors_to_change,
     inspect,
     is_systemd,
@@ -27,6 +31,7 @@ from ansible_collections.ascend.vllm.plugins.module_utils.host_tuning import (
     parse_sysctl_file,
     sysctl_path,
     sysctl_value,
+    tuning_warnings,
 )
 from tests.unit.plugins.fake_host import SYSCTL_HEADER, FakeHost
 
@@ -387,3 +392,315 @@ def test_an_empty_root_reports_nothing_found(host: FakeHost) -> None:
     found = look(host)
     assert (found["kernel"], found["systemd"], found["service_manager"]) == (None, False, None)
     assert [r["exists"] for r in found["sysctls"]] == [False, False, False]
+
+
+# --- what the role makes of it: findings and warnings ---------------------------------------------
+# The inspections below come from inspect() on fake hosts; the registered results have the shapes
+# ansible-core 2.21 gives the role's loops (captured from ansible.posix.sysctl 2.2.2 and command
+# loops with the role's failed_when): a refusal let through is "failed: false" with
+# failed_when_result and keeps the module's msg (sysctl) or rc and stderr (command); an item the
+# loop's when skipped has skip_reason and no msg or rc.
+
+KERNEL_6_8 = "6.8.0-49-generic"
+READ_ONLY_TAIL = (
+    " is read-only here (a container, or a locked-down host);"
+    " it takes effect at the next boot where /proc/sys is writable"
+)
+MIGRATION_EFFECT = (
+    "the effect on serving is minor: the scheduler keeps its current value (500000 ns by default), so it moves a"
+    " thread that ran recently to an idle CPU a little less readily"
+)
+MIGRATION_NOT_SET = (
+    f"{MIGRATION_KEY}=50000 not set and not persisted: this kernel ({KERNEL_6_8}) has no such sysctl (Linux 5.13 moved"
+    " it to debugfs), and "
+)
+NO_CPUFREQ = (
+    "CPU governor performance not set and not persisted: no cpufreq on this host (/sys/devices/system/cpu/cpu0/cpufreq"
+    " is absent: a VM, a container, or frequency scaling owned by the firmware)"
+)
+# The task that did not run at all (its block skipped), and a loop over nothing.
+TASK_SKIPPED = {"changed": False, "failed": False, "skipped": True, "skip_reason": "Conditional result was False"}
+NO_ITEMS = {"changed": False, "failed": False, "results": [], "skipped": True, "skip_reason": "No items in the list"}
+
+
+def loop_result(*items: Dict[str, Any]) -> Dict[str, Any]:
+    changed = any(item.get("changed") for item in items)
+    return {"changed": changed, "failed": False, "msg": "All items completed", "results": list(items)}
+
+
+def skipped_item(record: Dict[str, Any]) -> Dict[str, Any]:
+    return {
+        "ansible_loop_var": "item",
+        "changed": False,
+        "failed": False,
+        "false_condition": "not item.matches",
+        "item": record,
+        "skip_reason": "Conditional result was False",
+        "skipped": True,
+    }
+
+
+def sysctl_applied(record: Dict[str, Any]) -> Dict[str, Any]:
+    args = {"name": record["key"], "value": record["value"], "sysctl_file": SYSCTL_FILE, "sysctl_set": True}
+    return {
+        "ansible_loop_var": "item",
+        "changed": True,
+        "failed": False,
+        "item": record,
+        "invocation": {"module_args": args},
+    }
+
+
+def sysctl_refused(record: Dict[str, Any], error: str) -> Dict[str, Any]:
+    return {
+        "ansible_loop_var": "item",
+        "changed": False,
+        "failed": False,
+        "failed_when_result": False,
+        "item": record,
+        "msg": f"setting {record['key']} failed: {error}\n",
+    }
+
+
+def setter_ran(record: Dict[str, Any], rc: int = 0, stdout: str = "", stderr: str = "") -> Dict[str, Any]:
+    result = {
+        "ansible_loop_var": "item",
+        "changed": bool(stdout),
+        "cmd": ["/bin/sh", "-c", "...", "sh", record["path"], record["value"], "apply"],
+        "failed": False,
+        "item": record,
+        "rc": rc,
+        "stdout": stdout,
+        "stdout_lines": stdout.splitlines(),
+        "stderr": stderr,
+        "stderr_lines": stderr.splitlines(),
+    }
+    if rc:
+        result.update(failed_when_result=False, msg="non-zero return code")
+    return result
+
+
+def tell(found: Dict[str, Any], check_mode: bool = False, **kwargs: Any) -> List[str]:
+    args: Dict[str, Any] = dict(sysctls=WANTED, sysctl_file=SYSCTL_FILE, cpu_governor="performance")
+    args.update(check_mode=check_mode, sysctl_results=TASK_SKIPPED, debugfs_results=TASK_SKIPPED)
+    args.update(kwargs)
+    return tuning_warnings(found, **args)
+
+
+def simulated_node(host: FakeHost) -> None:
+    """A node as the CI simulates them: read-only /proc/sys, no debugfs, no cpufreq, no
+    CONFIG_NUMA_BALANCING, systemd."""
+    host.kernel(KERNEL_6_8)
+    host.systemd()
+    host.sysctl("vm.swappiness", "60", writable=False)
+    host.cpus_without_cpufreq(2)
+
+
+def debugfs_host(host: FakeHost, systemd: bool = True, **write: Any) -> None:
+    """Linux 6.8 with the scheduler key in debugfs, the other keys tuned, cpufreq at performance."""
+    host.kernel(KERNEL_6_8)
+    if systemd:
+        host.systemd()
+    for key in ("vm.swappiness", "kernel.numa_balancing"):
+        host.sysctl(key, "0")
+    host.write(SYSCTL_FILE, "vm.swappiness=0\nkernel.numa_balancing=0\n")
+    host.write(MIGRATION_FILE, "500000\n", **write)
+    host.cpufreq({0: "performance", 1: "performance"})
+
+
+def test_a_tuned_host_has_nothing_to_say_and_nothing_left_to_do(host: FakeHost) -> None:
+    host.kernel("5.10.0-182.0.0.95.oe2203sp3.aarch64")
+    host.systemd()
+    for key, value in WANTED.items():
+        host.sysctl(key, str(value))
+    host.write(SYSCTL_FILE, "".join(f"{k}={v}\n" for k, v in WANTED.items()))
+    host.cpufreq({0: "performance", 1: "performance"})
+    info = look(host)
+    sysctl_live = loop_result(*(skipped_item(record) for record in info["sysctls"]))
+
+    found = findings(info, "performance", sysctl_live, TASK_SKIPPED)
+
+    assert [record["key"] for record in found["sysctl_writable"]] == list(WANTED)
+    assert found["sysctl_present"] == found["sysctl_writable"]
+    assert found["sysctl_unapplied"] == [] and found["sysctl_missing"] == []
+    assert found["debugfs"] == [] and found["debugfs_set"] == []
+    assert found["governor_ok"] is True
+    assert tell(info, sysctl_results=sysctl_live) == []
+    assert tell(info, check_mode=True, sysctl_results=sysctl_live) == []
+
+
+@pytest.mark.parametrize("check_mode, persisted", [(False, "persisted"), (True, "would be persisted")])
+def test_a_simulated_node_says_everything_in_the_order_of_the_tasks(
+    host: FakeHost, check_mode: bool, persisted: str
+) -> None:
+    simulated_node(host)
+    info = look(host)
+
+    assert tell(info, check_mode, sysctl_results=NO_ITEMS, debugfs_results=NO_ITEMS) == [
+        f"vm.swappiness=0 {persisted} in {SYSCTL_FILE} but not applied now: /proc/sys/vm/swappiness" + READ_ONLY_TAIL,
+        f"kernel.numa_balancing is not a sysctl of this kernel ({KERNEL_6_8}): neither persisted nor applied:"
+        " the kernel is built without CONFIG_NUMA_BALANCING (nothing to turn off)",
+        MIGRATION_NOT_SET
+        + f"{MIGRATION_FILE} is absent (debugfs not mounted, a container, or a kernel without it); "
+        + MIGRATION_EFFECT,
+        NO_CPUFREQ,
+    ]
+    found = findings(info, "performance", NO_ITEMS, NO_ITEMS)
+    assert [record["key"] for record in found["sysctl_unapplied"]] == ["vm.swappiness"]
+    assert found["sysctl_writable"] == [] and found["debugfs_writable"] == []
+    assert found["governor_ok"] is False
+
+
+def test_values_are_shown_as_the_inventory_gives_them(host: FakeHost) -> None:
+    """The wanted value as given (True, not the 1 that is written), in run and check mode alike."""
+    wanted = {"net.ipv4.ip_forward": True, "net.ipv4.tcp_rmem": "4096 131072 6291456"}
+    host.sysctl("net.ipv4.ip_forward", "0", writable=False)
+    host.sysctl("net.ipv4.tcp_rmem", "4096 87380 6291456", writable=False)
+    messages = tell(look(host, sysctls=wanted), sysctls=wanted, cpu_governor=None)
+    assert [message.split(" persisted in ")[0] for message in messages] == [
+        "net.ipv4.ip_forward=True",
+        "net.ipv4.tcp_rmem=4096 131072 6291456",
+    ]
+
+
+def test_a_refused_sysctl_is_persisted_only_and_reported_with_the_kernels_answer(host: FakeHost) -> None:
+    """/proc/sys looks writable but the kernel refuses kernel.numa_balancing (a user namespace);
+    vm.swappiness is applied, kernel.sched_migration_cost_ns is read-only (Linux 5.10)."""
+    host.kernel("5.10.0-182.0.0.95.oe2203sp3.aarch64")
+    host.systemd()
+    host.sysctl("vm.swappiness", "60")
+    host.sysctl("kernel.numa_balancing", "1")
+    host.sysctl(MIGRATION_KEY, "500000", writable=False)
+    host.cpufreq({0: "performance"})
+    info = look(host)
+    swappiness, numa, migration = info["sysctls"]
+    error = 'setting key "kernel.numa_balancing": Operation not permitted'
+    sysctl_live = loop_result(sysctl_applied(swappiness), sysctl_refused(numa, f"sysctl: {error}"))
+
+    found = findings(info, "performance", sysctl_live, TASK_SKIPPED)
+
+    assert found["sysctl_writable"] == [swappiness, numa]
+    # Read-only keys first, then the refused ones: the task that persists them loops over both.
+    assert found["sysctl_unapplied"] == [migration, numa]
+    assert tell(info, sysctl_results=sysctl_live) == [
+        f"{MIGRATION_KEY}=50000 persisted in {SYSCTL_FILE} but not applied now:"
+        " /proc/sys/kernel/sched_migration_cost_ns" + READ_ONLY_TAIL,
+        f"kernel.numa_balancing=0 persisted in {SYSCTL_FILE} but the kernel refused to apply it now"
+        f" (setting kernel.numa_balancing failed: sysctl: {error})",
+    ]
+
+
+def test_a_missing_sysctl_without_a_hint(host: FakeHost) -> None:
+    host.kernel(KERNEL_6_8)
+    wanted = {"net.ipv4.tcp_tw_recycle": 1}
+    assert tell(look(host, sysctls=wanted), sysctls=wanted, cpu_governor="") == [
+        f"net.ipv4.tcp_tw_recycle is not a sysctl of this kernel ({KERNEL_6_8}): neither persisted nor applied"
+    ]
+
+
+def test_a_missing_debugfs_key_is_not_reported_as_a_missing_sysctl(host: FakeHost) -> None:
+    simulated_node(host)
+    found = findings(look(host), "performance")
+    assert [record["key"] for record in found["sysctl_missing"]] == ["kernel.numa_balancing"]
+    assert [record["key"] for record in found["debugfs"]] == [MIGRATION_KEY]
+    # Without a debugfs file to fall back to, the scheduler key is a missing sysctl like any other.
+    found = findings(look(host, debugfs={}), "performance")
+    assert [record["key"] for record in found["sysctl_missing"]] == ["kernel.numa_balancing", MIGRATION_KEY]
+
+
+def test_debugfs_read_only(host: FakeHost) -> None:
+    debugfs_host(host, writable=False)
+    info = look(host)
+    found = findings(info, "performance", NO_ITEMS, NO_ITEMS)
+    assert found["debugfs_writable"] == [] and found["debugfs_set"] == []
+    assert tell(info, sysctl_results=NO_ITEMS, debugfs_results=NO_ITEMS) == [
+        MIGRATION_NOT_SET
+        + f"{MIGRATION_FILE} is read-only here (debugfs mounted read-only, or kernel lockdown); "
+        + MIGRATION_EFFECT
+    ]
+
+
+def test_debugfs_refused_by_the_kernel(host: FakeHost) -> None:
+    """Lockdown: the file looks writable, the setter's write is refused."""
+    debugfs_host(host)
+    info = look(host)
+    (record,) = info["debugfs"]
+    error = f"/bin/sh: 1: cannot create {MIGRATION_FILE}: Operation not permitted"
+    debugfs_live = loop_result(setter_ran(record, rc=1, stdout=f"{MIGRATION_FILE}: 500000 -> 50000", stderr=error))
+
+    found = findings(info, "performance", NO_ITEMS, debugfs_live)
+
+    assert found["debugfs_writable"] == [record]
+    assert found["debugfs_refused"] == debugfs_live["results"]
+    assert found["debugfs_set"] == []
+    assert tell(info, sysctl_results=NO_ITEMS, debugfs_results=debugfs_live) == [
+        MIGRATION_NOT_SET + f"the kernel refused access to {MIGRATION_FILE} ({error}); " + MIGRATION_EFFECT
+    ]
+
+
+def test_debugfs_set_is_what_the_boot_unit_sets(host: FakeHost) -> None:
+    debugfs_host(host)
+    info = look(host)
+    (record,) = info["debugfs"]
+    for debugfs_live in (loop_result(setter_ran(record, stdout=f"{MIGRATION_FILE}: 500000 -> 50000")), TASK_SKIPPED):
+        assert findings(info, "performance", NO_ITEMS, debugfs_live)["debugfs_set"] == [record]
+        assert tell(info, sysctl_results=NO_ITEMS, debugfs_results=debugfs_live) == []
+
+
+@pytest.mark.parametrize("check_mode, verb", [(False, "set"), (True, "would be set")])
+def test_debugfs_and_governor_set_without_systemd_are_not_persisted(
+    host: FakeHost, check_mode: bool, verb: str
+) -> None:
+    debugfs_host(host, systemd=False)
+    host.write("/proc/1/comm", "tini\n", writable=False)
+    info = look(host)
+    (record,) = info["debugfs"]
+    debugfs_live = loop_result(setter_ran(record, stdout=f"{MIGRATION_FILE}: 500000 -> 50000"))
+    assert tell(info, check_mode, sysctl_results=NO_ITEMS, debugfs_results=debugfs_live) == [
+        f"{MIGRATION_KEY}=50000 {verb} now in {MIGRATION_FILE} but not persisted across reboots:"
+        " the service manager is tini, not systemd",
+        "CPU governor performance set now but not persisted across reboots: the service manager is tini, not systemd",
+    ]
+
+
+def test_an_unknown_service_manager(host: FakeHost) -> None:
+    host.cpufreq({0: "powersave"})
+    assert tell(look(host, sysctls={}), sysctls={}) == [
+        "CPU governor performance set now but not persisted across reboots: the service manager is unknown, not systemd"
+    ]
+
+
+@pytest.mark.parametrize(
+    "offered, writable, reason",
+    [
+        ("powersave schedutil", True, "the cpufreq driver offers only powersave, schedutil"),
+        (None, True, "the cpufreq driver offers only no governor"),
+        (
+            "performance powersave",
+            False,
+            "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor is read-only here"
+            " (a container, or a locked-down host)",
+        ),
+    ],
+    ids=["not-offered", "none-offered", "read-only"],
+)
+def test_a_governor_that_cannot_be_set(host: FakeHost, offered: Any, writable: bool, reason: str) -> None:
+    host.systemd()
+    host.cpufreq({0: "powersave", 1: "powersave"}, offered=offered, writable=writable)
+    info = look(host, sysctls={})
+    assert findings(info, "performance")["governor_ok"] is False
+    assert tell(info, sysctls={}) == [f"CPU governor performance not set and not persisted: {reason}"]
+
+
+@pytest.mark.parametrize("governor", [None, ""])
+def test_no_governor_wanted_no_governor_message(host: FakeHost, governor: Any) -> None:
+    simulated_node(host)
+    messages = tell(look(host, cpu_governor=governor), cpu_governor=governor)
+    assert len(messages) == 3 and not [message for message in messages if "governor" in message]
+    # Set on a host without cpufreq: that one message more.
+    assert tell(look(host))[-1] == NO_CPUFREQ
+
+
+def test_the_filters_are_the_module_utils_functions() -> None:
+    assert FindingsFilter().filters() == {"host_tuning_findings": findings}
+    assert WarningsFilter().filters() == {"host_tuning_warnings": tuning_warnings}
