@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 
 SIM_DIR = Path(__file__).resolve().parent.parent
@@ -13,12 +14,16 @@ CAPFILTER = ROOT / "tools" / "runc-capfilter"
 CACHE_DIR = ROOT / ".cache" / "sim"
 
 VERSION = "0.1.0"
+# Another tag for the images (and their tarball) than the version: two checkouts that change
+# the simulator (git worktrees, parallel CI jobs on one engine) then build and run their own
+# images instead of overwriting each other's. Inventories made by `ascend-sim inventory` name it.
+TAG = os.environ.get("ASCEND_SIM_TAG") or VERSION
 BUILD_FORMAT = "1"  # bump when the way images are assembled here changes
 BASE_IMAGE = "ascend-sim/rootfs:bookworm"
 BASE_PACKAGES = "python3,procps,iproute2,iputils-ping"
-NODE_IMAGE = f"ascend-sim/node:{VERSION}"
-VLLM_IMAGE = f"ascend-sim/vllm-ascend:{VERSION}"
-VLLM_TARBALL = CACHE_DIR / f"vllm-ascend-{VERSION}.tar"
+NODE_IMAGE = f"ascend-sim/node:{TAG}"
+VLLM_IMAGE = f"ascend-sim/vllm-ascend:{TAG}"
+VLLM_TARBALL = CACHE_DIR / f"vllm-ascend-{TAG}.tar"
 PIP_PLATFORMS = ("manylinux_2_36_x86_64", "manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 
 LABEL_INPUTS = "ascend-sim.inputs"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ascend_sim_host.cluster import cluster_nodes
-from ascend_sim_host.config import VLLM_TARBALL
+from ascend_sim_host.config import TAG, VERSION, VLLM_IMAGE, VLLM_TARBALL
 from ascend_sim_host.shell import SimError, ensure_engine, say
 
 
@@ -48,6 +48,9 @@ def render_inventory(prefix: str, nodes: list[dict[str, Any]]) -> str:
         lines += [f"    {node['name']}:", f"      ansible_host: {node['name']}"]
         if node["ip"]:
             lines.append(f"      ascend_local_ip: {node['ip']}")
+        if TAG != VERSION:
+            # Host variables: they win over an inventory's group_vars/all.yml (inventories/sim).
+            lines += [f"      ascend_vllm_image: {VLLM_IMAGE}", f"      vllm_image_tarball: {VLLM_TARBALL}"]
     lines.append("  children:")
     for group, members in node_groups(names).items():
         lines.append(f"    {group}:")

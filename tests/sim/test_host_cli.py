@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ascend_sim_host import inventory
 from ascend_sim_host.config import VLLM_TARBALL
 from ascend_sim_host.inventory import node_groups, render_inventory
 
@@ -48,7 +49,8 @@ def test_node_groups(count: int, groups: dict[str, list[str]]) -> None:
     assert node_groups([f"n{i}" for i in range(1, count + 1)]) == groups
 
 
-def test_render_inventory_names_hosts_addresses_and_tarball() -> None:
+def test_render_inventory_names_hosts_addresses_and_tarball(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inventory, "TAG", inventory.VERSION)
     nodes = [
         {"name": "c-node1", "profile": "a2", "ip": "172.30.5.11"},
         {"name": "c-node2", "profile": "a2", "ip": ""},
@@ -59,3 +61,16 @@ def test_render_inventory_names_hosts_addresses_and_tarball() -> None:
     assert "    c-node1:\n      ansible_host: c-node1\n      ascend_local_ip: 172.30.5.11\n" in text
     assert "    c-node2:\n      ansible_host: c-node2\n  children:\n" in text  # no address: no ascend_local_ip
     assert text.endswith("    proxy:\n      hosts:\n        c-node1:\n    single:\n      hosts:\n        c-node1:\n")
+
+
+def test_render_inventory_names_images_of_another_tag_per_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ASCEND_SIM_TAG: the hosts get the tag's image and tarball as host variables, which win
+    over the simulator inventory's group_vars (the version's image)."""
+    monkeypatch.setattr(inventory, "TAG", "wt1")
+    monkeypatch.setattr(inventory, "VLLM_IMAGE", "ascend-sim/vllm-ascend:wt1")
+    monkeypatch.setattr(inventory, "VLLM_TARBALL", "/x/vllm-ascend-wt1.tar")
+    text = render_inventory("c", [{"name": "c-node1", "profile": "a3", "ip": "172.30.5.11"}])
+    assert (
+        "    c-node1:\n      ansible_host: c-node1\n      ascend_local_ip: 172.30.5.11\n"
+        "      ascend_vllm_image: ascend-sim/vllm-ascend:wt1\n      vllm_image_tarball: /x/vllm-ascend-wt1.tar\n"
+    ) in text
