@@ -61,24 +61,26 @@ def remove_orphans() -> None:
     networks = json.loads(subprocess.run(["docker", "network", "inspect", *ids], capture_output=True, text=True).stdout)
     for net in networks:
         cluster = (net.get("Labels") or {}).get("ascend-sim.cluster", "")
-        pid = cluster[len(TEST_PREFIX) :]
+        pid = cluster[len(TEST_PREFIX) :].split("-", 1)[0]
         if cluster.startswith(TEST_PREFIX) and pid.isdigit() and not Path(f"/proc/{pid}").exists():
             sim("down", "--name-prefix", cluster, check=False)
 
 
-def cluster_session(tmp_dir: Path) -> Iterator[SimCluster]:
+def cluster_session(tmp_dir: Path, nodes: int = 2, name: str = "") -> Iterator[SimCluster]:
+    """A cluster of ``nodes`` A3 nodes for the test session (``name`` tells two apart)."""
     if not docker_up():
         pytest.skip("no Docker engine answering `docker info` (start one with tools/docker-engine.sh)")
     remove_orphans()
+    prefix = f"{PREFIX}-{name}" if name else PREFIX
     started = time.monotonic()
-    up = sim("up", "--profile", "a3", "--nodes", "2", "--name-prefix", PREFIX)
+    up = sim("up", "--profile", "a3", "--nodes", str(nodes), "--name-prefix", prefix)
     print(f"\n{up.stdout}(up took {time.monotonic() - started:.1f} s)")
     # The cluster's hosts, with the simulator inventory's group_vars (hardware, model, scenario...).
     inventory = tmp_dir / "inventory"
     inventory.mkdir()
     (inventory / "group_vars").symlink_to(ROOT / "inventories" / "sim" / "group_vars")
-    sim("inventory", "--name-prefix", PREFIX, "--write", str(inventory / "hosts.yml"))
+    sim("inventory", "--name-prefix", prefix, "--write", str(inventory / "hosts.yml"))
     try:
-        yield SimCluster(PREFIX, [f"{PREFIX}-node1", f"{PREFIX}-node2"], inventory)
+        yield SimCluster(prefix, [f"{prefix}-node{i}" for i in range(1, nodes + 1)], inventory)
     finally:
-        sim("down", "--name-prefix", PREFIX, check=False)
+        sim("down", "--name-prefix", prefix, check=False)
