@@ -282,6 +282,20 @@ DEBUGFS_EFFECTS = {
 }
 
 
+FINDING_LISTS = (
+    "sysctl_present",
+    "sysctl_writable",
+    "sysctl_readonly",
+    "sysctl_refused",
+    "sysctl_unapplied",
+    "sysctl_missing",
+    "debugfs",
+    "debugfs_writable",
+    "debugfs_refused",
+    "debugfs_set",
+)
+
+
 def _loop_results(registered: Optional[Mapping[str, Any]]) -> List[Mapping[str, Any]]:
     """The items of a registered loop result; none for a task that has not run, or was skipped
     as a whole (its result then has no ``results``)."""
@@ -302,7 +316,14 @@ def findings(
     item has (a success returns only ``changed``; a skipped item only ``skip_reason``).
     ``debugfs_results`` is the registered loop of the debugfs setter (a command): a refusal it
     let through has a non-zero ``rc``; a skipped item has none.
+
+    A skipped inspection (the role skipped on this host, e.g. a proxy-only host) finds nothing:
+    Ansible evaluates a task's ``loop`` before its ``when``, so the role's loops meet it.
     """
+    if info.get("skipped"):
+        empty: Dict[str, Any] = {key: [] for key in FINDING_LISTS}
+        empty["governor_ok"] = False
+        return empty
     sysctls = info["sysctls"]
     present = [record for record in sysctls if record["exists"]]
     readonly = [record for record in present if not record["writable"]]
@@ -370,6 +391,8 @@ def tuning_warnings(
     keys persisted but not applied (read-only, refused), keys this kernel lacks, debugfs keys
     not set, debugfs keys set but not persisted, the governor. ``sysctls`` is the role's wanted
     dict: messages show each value as given, not as written."""
+    if info.get("skipped"):
+        return []
     found = findings(info, cpu_governor, sysctl_results, debugfs_results)
     kernel = info["kernel"]
     out = []

@@ -52,6 +52,15 @@ class Day2:
         path.write_text(yaml.safe_dump(inventory, sort_keys=False))
 
 
+def explain(res: subprocess.CompletedProcess) -> str:
+    """What a failed playbook run said: every failure line with what follows it, then its end."""
+    lines = res.stdout.splitlines()
+    failures = [
+        "\n".join(lines[i : i + 6]) for i, line in enumerate(lines) if line.startswith(("fatal:", "failed:", "ERROR!"))
+    ]
+    return "\n".join(failures) + "\n...\n" + res.stdout[-3000:] + res.stderr[-2000:]
+
+
 def _write_inventory(cluster: SimCluster) -> None:
     path = cluster.inventory / "hosts.yml"
     inventory = yaml.safe_load(path.read_text())
@@ -68,5 +77,5 @@ def day2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Day2]:
         deployment = Day2(cluster, cluster.inventory, cluster.inventory.parent / "plan")
         deployment.set_groups(prefill=[1], decode=[2, 3], proxy=[4], single=[])
         done = deployment.playbook("playbooks/pd_1p2d.yml")
-        assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+        assert done.returncode == 0, explain(done)
         yield deployment

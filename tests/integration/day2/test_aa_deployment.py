@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.integration.day2.conftest import Day2
+from tests.integration.day2.conftest import Day2, explain
 from tests.sim_cluster import node
 
 pytestmark = pytest.mark.docker
@@ -28,6 +28,6 @@ def test_one_prefill_and_two_decode_instances_behind_the_proxy(day2: Day2) -> No
 
 def test_a_rerun_changes_nothing(day2: Day2) -> None:
     again = day2.playbook("playbooks/pd_1p2d.yml")
-    assert again.returncode == 0, again.stdout[-4000:]
+    assert again.returncode == 0, explain(again)
     changed = [int(n) for n in re.findall(r"changed=(\d+)", again.stdout)]
     assert changed and not any(changed), again.stdout[-3000:]

@@ -704,3 +704,16 @@ def test_no_governor_wanted_no_governor_message(host: FakeHost, governor: Any) -
 def test_the_filters_are_the_module_utils_functions() -> None:
     assert FindingsFilter().filters() == {"host_tuning_findings": findings}
     assert WarningsFilter().filters() == {"host_tuning_warnings": tuning_warnings}
+
+
+def test_a_skipped_inspection_finds_nothing(host: FakeHost) -> None:
+    """The role skipped on a host (a proxy-only host of a PD plan): its loops are evaluated
+    before their ``when`` and must get empty lists, not a KeyError."""
+    skipped = {"changed": False, "skipped": True, "skip_reason": "Conditional result was False"}
+    found = host_tuning.findings(skipped, "performance")
+    assert found["governor_ok"] is False
+    assert all(found[key] == [] for key in host_tuning.FINDING_LISTS)
+    assert set(found) == {*host_tuning.FINDING_LISTS, "governor_ok"}
+    # Every list a real inspection returns is covered.
+    assert set(host_tuning.findings(look(host), "performance")) == set(found)
+    assert host_tuning.tuning_warnings(skipped, WANTED, SYSCTL_FILE, "performance") == []
