@@ -132,7 +132,12 @@ def main() -> None:
                     sim("down", "--name-prefix", prefix)
     result.update(
         targets=TARGETS,
-        machine={"cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in load]},
+        machine={
+            "cpus": os.cpu_count(),
+            # Other work on the machine slows every run: say how busy it was.
+            "load_average_at_start": [round(x, 2) for x in load],
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
         measured=time.strftime("%Y-%m-%d %H:%M", time.localtime()),
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
