@@ -211,8 +211,11 @@ def _place(choices: Choices, members: Mapping[str, List[str]], hosts: Dict[str, 
     for role in MODE_ROLES["pd"]:
         role_hosts = [hosts[h] for h in members[role]]
         topology_agrees(role, role_hosts, specs[role], issues)
-        servers += place_pd_role(role, role_hosts, specs[role], used, engine_ids, issues)
-        engine_ids += specs[role][members[role][0]].instances
+        others = {h for other in MODE_ROLES["pd"] if other != role for h in members[other]}
+        grow_on = [h for h in members[role] if h not in others]
+        placed = place_pd_role(role, role_hosts, specs[role], used, engine_ids, issues, grow_on)
+        servers += placed
+        engine_ids += len({s.instance.name for s in placed})
     check_prefill_tp(
         specs["prefill"][members["prefill"][0]], specs["decode"][members["decode"][0]], members["prefill"], issues
     )
@@ -339,7 +342,8 @@ def _render(choices: Choices, members, hosts: Dict[str, Host], specs, models, se
         "scenario": choices.scenario,
         "description": " ".join(str(choices.base.get("description", "")).split()),
         "mode": choices.mode,
-        "shape": {role: specs[role][members[role][0]].instances for role in roles},
+        # What was placed: the scenario's instances, or more when the groups hold more (scale out).
+        "shape": {role: sum(i["role"] == role for i in instances) for role in roles},
         "model": model.name,
         "served_model_name": served or model.served_name,
         "tool_calling": bool(first_view.get("ascend_tool_calling", to_bool)),

@@ -12,6 +12,12 @@ ranks fill the role's hosts in inventory order, after the chips earlier instance
 ``dp_local`` per host (default: as many as the host's free chips hold). Chips go in the order
 of the host's ``ascend_chips``, prefill first when a host serves both roles.
 
+The group, not the scenario, has the last word on how many instances a role runs: hosts of a
+role's group left untouched by the scenario's ``instances`` (and in no other PD role's group)
+carry more instances of the same topology, each on hosts of its own, in inventory order. So a
+host added to group ``decode`` is one more decode instance (scale out), and the records of the
+instances before it do not change: a re-run leaves their containers alone.
+
 Ports are allocated so that no two servers of a deployment can collide: a server's HTTP port is
 its role's port plus the number of the role's servers placed on the host before it; instance k
 of a role has the role's kv_port plus the kv ports of the instances before it (dp x tp each; a
@@ -21,7 +27,7 @@ rank listens on ``kv_port + rank x tp ... + tp - 1``) and the role's DP rpc port
 from __future__ import annotations
 
 import ipaddress
-from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from ansible_collections.ascend.vllm.plugins.module_utils.plan_catalogue import RoleSpec
 from ansible_collections.ascend.vllm.plugins.module_utils.plan_values import (
@@ -119,6 +125,14 @@ class Server(NamedTuple):
         return self.instance.name if self.dp_rank is None else f"{self.instance.name} DP rank {self.dp_rank}"
 
 
+def _room(hosts: Sequence[Host], spec: RoleSpec) -> int:
+    """How many DP ranks of ``spec`` the (unused) ``hosts`` hold."""
+    per_host = [len(h.chips) // spec.world for h in hosts]
+    if spec.dp_local is None:
+        return sum(per_host)
+    return sum(spec.dp_local for n in per_host if n >= spec.dp_local)
+
+
 def world_note(spec: RoleSpec) -> str:
     return f" x {spec.world // spec.tp} (pipeline / prefill-context parallel)" if spec.world != spec.tp else ""
 
@@ -174,8 +188,13 @@ def place_pd_role(
     used: Dict[str, int],
     first_engine_id: int,
     issues: Issues,
+    grow_on: Sequence[str] = (),
 ) -> List[Server]:
-    """The instances of one role over its hosts, in inventory order, after the chips ``used``."""
+    """The instances of one role over its hosts, in inventory order, after the chips ``used``.
+
+    The scenario's ``instances`` first; then, while the untouched hosts among ``grow_on`` hold a
+    whole DP group, one more instance each (the group decides the role's size).
+    """
     ref, first = specs[hosts[0].name], hosts[0]
     bases = PortBases(
         {h.name: h.view.port(f"ascend_{role}_port") for h in hosts},
@@ -185,9 +204,17 @@ def place_pd_role(
     servers: List[Server] = []
     on_host: Dict[str, int] = {}  # servers of this role per host so far: the next HTTP port
     busy = set()
-    for index in range(ref.instances):
+    index = 0
+    while True:
+        extra = index >= ref.instances
+        candidates = hosts
+        if extra:
+            # Only whole hosts nobody uses yet: an added instance never shares a host it was not given.
+            candidates = [h for h in hosts if h.name in grow_on and h.name not in busy and not used.get(h.name)]
+            if _room(candidates, ref) < ref.dp:
+                break
         placed: List[Tuple[Host, List[int], int]] = []  # host, chips, local rank
-        for host in hosts:
+        for host in candidates:
             free = host.chips[used.get(host.name, 0) :]
             capacity = len(free) // ref.world
             left = ref.dp - len(placed)
@@ -221,6 +248,7 @@ def place_pd_role(
             port = (bases.http[host.name] or 0) + on_host.get(host.name, 0)
             on_host[host.name] = on_host.get(host.name, 0) + 1
             servers.append(Server(instance, host, specs[host.name], chips, port, rank, local))
+        index += 1
     for host in hosts:
         if host.name not in busy:
             message = f"runs no {role} server: the role's {ref.instances} instance(s) fit on the hosts before it"

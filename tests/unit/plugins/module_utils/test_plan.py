@@ -338,7 +338,8 @@ def test_two_instances_of_a_role_on_one_host_get_distinct_ports() -> None:
     ],
 )
 def test_table_9_1_rows(scenario: str, prefill: tuple[int, int], decode: tuple[int, int, dict[str, int]]) -> None:
-    result = plan(node3=True, ascend_scenario=scenario, **V021)
+    # One decode host for 1P1D on two hosts: a third one would carry a second decode instance.
+    result = plan(node3=len(decode[2]) > 1, ascend_scenario=scenario, **V021)
     document = ok(result)
     pre = [s for s in servers(document) if s["role"] == "prefill"]
     dec = [s for s in servers(document) if s["role"] == "decode"]
@@ -357,8 +358,49 @@ def test_table_9_1_rows(scenario: str, prefill: tuple[int, int], decode: tuple[i
     assert flags["max-model-len"] == ("32768" if short else "196608")
     assert flags["max-num-seqs"] == ("128" if short else "16")
     assert dec[0]["container"]["env"]["VLLM_ASCEND_ENABLE_FLASHCOMM1"] == "1"
-    if len(decode[2]) == 1:
-        assert [(w["host"], w["variable"]) for w in result["warnings"]] == [("a3-node3", "groups.decode")]
+    assert result["warnings"] == []
+
+
+def _with_decode_hosts(*names: str, **extra: Any) -> dict[str, Any]:
+    """The A3 sample plus ``names`` (new A3 hosts) at the end of group decode."""
+    hostvars, groups = site("a3", node3=True, **extra)
+    for number, name in enumerate(names, start=4):
+        ip = f"192.0.2.{10 + number}"
+        hostvars[name] = {**hostvars["a3-node1"], "ansible_host": ip, "ascend_local_ip": ip}
+        groups["decode"] = [*groups["decode"], name]
+    return build_plan(hostvars, groups, CATALOGUE)
+
+
+def test_a_host_added_to_group_decode_is_one_more_decode_instance_and_changes_no_other_record() -> None:
+    before = ok(plan(node3=True, ascend_scenario="a3_pd_1p2d_200k"))
+    after = ok(_with_decode_hosts("a3-node4", ascend_scenario="a3_pd_1p2d_200k"))
+    assert after["shape"] == {"prefill": 1, "decode": 3}
+    added = [i for i in after["instances"] if i["name"] == "decode2"]
+    assert [(i["hosts"], i["engine_id"], i["dp_rpc_port"], i["kv_port"]) for i in added] == [
+        (["a3-node4"], "3", 12423, 19032)
+    ]
+    # Scale out leaves every other server as it was: a re-run does not touch their containers.
+    for host in ("a3-node1", "a3-node2", "a3-node3"):
+        assert after["hosts"][host]["servers"] == before["hosts"][host]["servers"]
+    proxy = next(h["proxy"] for h in after["hosts"].values() if h["proxy"])
+    assert [b["name"] for b in proxy["decode"]][-2:] == ["a3-node4/vllm-decode2-dp0", "a3-node4/vllm-decode2-dp1"]
+
+
+def test_a_host_too_small_for_a_whole_dp_group_adds_no_instance_and_warns() -> None:
+    # Table 9.1's long-latency decode instance is DP4 over two hosts: one more host holds half of one.
+    result = _with_decode_hosts("a3-node4", ascend_scenario="a3_pd_long_latency", **V021)
+    assert ok(result)["shape"] == {"prefill": 1, "decode": 1}
+    assert [(w["host"], w["variable"]) for w in result["warnings"]] == [("a3-node4", "groups.decode")]
+
+
+def test_a_host_shared_with_prefill_never_grows_decode() -> None:
+    # node1 serves prefill on half its chips; its other half is no whole host for a new decode group.
+    result = plan(
+        node3=False,
+        groups={"decode": ["a3-node2", "a3-node1"]},
+        ascend_scenario_overrides={"prefill": {"dp": 1}},
+    )
+    assert ok(result)["shape"] == {"prefill": 1, "decode": 1}
 
 
 def test_pd_ports_restart_per_host() -> None:
