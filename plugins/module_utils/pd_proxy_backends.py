@@ -37,6 +37,7 @@ ARGUMENT_SPEC: Dict[str, Any] = dict(
     admin_api_key=dict(type="str", no_log=True),
     validate_certs=dict(type="bool", default=False),
     wait=dict(type="bool", default=True),
+    keep_serving=dict(type="bool", default=False),
     timeout=dict(type="float", default=1800.0),
     delay=dict(type="float", default=1.0),
     report_interval=dict(type="float", default=10.0),
@@ -148,6 +149,26 @@ def changes(state: str, listing: Mapping[str, Any], wanted: Sequence[Target]) ->
     return []
 
 
+def left_serving(record: Mapping[str, Any], listing: Mapping[str, Any], out: Sequence[Target]) -> List[str]:
+    """Why taking ``out`` would leave a phase with no instance whose every rank is routed to."""
+    current = _by_url(listing)
+    leaving = {t.instance for t in out}
+    problems = []
+    for phase in sorted({t.phase for t in out}):
+        ranks: Dict[str, List[str]] = {}
+        for b in record.get(phase) or []:
+            state = (current.get((phase, str(b["url"]).rstrip("/"))) or {}).get("state", "missing")
+            ranks.setdefault(str(b.get("instance")), []).append(state)
+        serving = [name for name, found in ranks.items() if name not in leaving and all(s in ROUTED for s in found)]
+        if not serving:
+            others = "; ".join(f"{n}: {', '.join(found)}" for n, found in ranks.items() if n not in leaving)
+            problems.append(
+                f"taking out {', '.join(sorted(leaving))} would leave no {phase} instance whose ranks are all "
+                f"routed to ({others or 'there is no other'})"
+            )
+    return problems
+
+
 def still_draining(listing: Mapping[str, Any], wanted: Sequence[Target]) -> List[Mapping[str, Any]]:
     """Backends whose requests are not over: of ``wanted`` those with requests in flight, or
     without ``wanted`` every removed backend the proxy still lists (it forgets one once idle)."""
@@ -214,6 +235,10 @@ def run_round(
     started = params.get("started") or clock()
     listing = client.listing()
     todo = changes(state, listing, wanted)
+    if state == "absent" and todo and params.get("keep_serving"):
+        problems = left_serving(params.get("record") or {}, listing, todo)
+        if problems:
+            raise ProxyError("; ".join(problems) + "; nothing was taken out")
     if todo and not check_mode:
         for target in todo:
             (client.remove if state == "absent" else client.add)(target)

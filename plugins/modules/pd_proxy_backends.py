@@ -48,6 +48,13 @@ options:
     type: list
     elements: str
     default: []
+  keep_serving:
+    description:
+      - With O(state=absent), refuse (changing nothing) when no other instance of the same phase
+        would be left with all its ranks routed to (healthy or on probation): a rolling restart
+        never takes the last serving group of a role out.
+    type: bool
+    default: false
   config:
     description: The proxy's configuration file on the host (its port, TLS and admin key).
     type: path

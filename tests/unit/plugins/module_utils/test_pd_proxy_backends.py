@@ -210,3 +210,20 @@ def _until(predicate: Any, timeout: float = 5.0) -> None:
     while not predicate():
         assert time.monotonic() < end, "condition still false"
         time.sleep(0.01)
+
+
+def test_keep_serving_refuses_to_take_out_the_last_routed_instance(live: LiveProxy) -> None:
+    s = live.s
+    live.call(_eject(s, s.decode[0].url))  # decode1 is then the only decode instance served
+    out = params(state="absent", record=live.record(), instances=["decode1"], keep_serving=True)
+    with pytest.raises(ProxyError, match=r"would leave no decode instance .*decode0: ejected.*nothing was taken out"):
+        run_round(out, client(live), check_mode=False)
+    assert states(run_round(params(), client(live), False)["backends"])["d1"] == "healthy"
+    allowed = run_round(dict(out, instances=["prefill0"], keep_serving=False, wait=False), client(live), False)
+    assert allowed["changed"] is True
+
+
+async def _eject(s: Setup, url: str) -> None:
+    pool = s.proxy.pools["decode"]
+    for _ in range(pool.failures_to_eject):
+        pool.failed(pool.backends[url], "HTTP 503")
