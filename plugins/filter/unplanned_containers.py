@@ -11,7 +11,7 @@ version_added: 0.2.0
 description:
   - Our containers carry the label C(ascend.vllm.role) (C(prefill), C(decode), C(single) from the
     role C(vllm_server); C(proxy) from the role C(pd_proxy)); any other container is ignored.
-  - Returns those of the input that the host's plan record does not name: every one of ours for a
+  - Returns those of the input that the host's plan record does not name; every one of ours for a
     host the plan no longer has (C(none)), as after removing it from its groups, or for a teardown.
 options:
   _input:

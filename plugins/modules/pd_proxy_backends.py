@@ -51,7 +51,7 @@ options:
   keep_serving:
     description:
       - With O(state=absent), refuse (changing nothing) when no other instance of the same phase
-        would be left with all its ranks routed to (healthy or on probation): a rolling restart
+        would be left with all its ranks routed to (healthy or on probation); a rolling restart
         never takes the last serving group of a role out.
     type: bool
     default: false

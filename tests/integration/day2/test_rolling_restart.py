@@ -1,0 +1,79 @@
+"""playbooks/rolling_restart.yml on the shared 1P2D deployment, under steady load through the proxy.
+
+The two decode instances (one DP group each) roll one after the other while clients keep
+sending streaming and non-streaming requests through the PD proxy: not one may fail. Prefill,
+a single instance, is refused without accepting downtime.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Dict
+
+import pytest
+
+from tests.integration.day2.conftest import Day2, explain
+from tests.integration.day2.load import SteadyLoad
+from tests.sim_cluster import node
+
+pytestmark = pytest.mark.docker
+
+
+def started_at(day2: Day2) -> Dict[str, str]:
+    """``host/container`` -> its State.StartedAt, for every server of the plan."""
+    found = {}
+    for host, record in day2.plan["hosts"].items():
+        names = [s["container"]["name"] for s in record["servers"]]
+        if names:
+            out = node(host, "docker", "inspect", "-f", "{{.Name}} {{.State.StartedAt}}", *names).stdout
+            found.update({f"{host}/{line.split()[0].lstrip('/')}": line.split()[1] for line in out.splitlines()})
+    return found
+
+
+def proxy_health(day2: Day2) -> Dict[str, Dict[str, int]]:
+    proxy = next(h["proxy"] for h in day2.plan["hosts"].values() if h["proxy"])
+    raw = node(proxy["host"], "curl", "-sS", f"http://127.0.0.1:{proxy['port']}/health").stdout
+    health = json.loads(raw)
+    return {"prefill": health["prefill"], "decode": health["decode"]}
+
+
+def load_on(day2: Day2) -> SteadyLoad:
+    return SteadyLoad(day2.plan["endpoints"][0], day2.plan["served_model_name"])
+
+
+def test_a_single_prefill_instance_is_refused_without_accepting_downtime(day2: Day2) -> None:
+    before = started_at(day2)
+    refused = day2.playbook("playbooks/rolling_restart.yml", "-e", "rolling_restart_role=prefill")
+    assert refused.returncode != 0, explain(refused)
+    assert "Rolling restart refused, nothing changed: prefill has one instance (prefill0)" in refused.stdout
+    assert "rolling_restart_accept_downtime=true" in refused.stdout
+    assert started_at(day2) == before
+
+
+def test_decode_groups_roll_one_at_a_time_without_a_failed_request(day2: Day2) -> None:
+    before = started_at(day2)
+    with load_on(day2) as load:
+        load.wait_for(10)
+        rolled = day2.playbook("playbooks/rolling_restart.yml", "-e", "rolling_restart_role=decode")
+        # The last group back in the proxy takes traffic too before the count ends.
+        load.wait_for(load.total + 10)
+    print(f"\nrolling restart of decode0, decode1 under load: {load.summary()}")
+    assert rolled.returncode == 0, explain(rolled)
+    assert load.failed == 0, load.failures[:5]
+    assert load.succeeded >= 20
+    after = started_at(day2)
+    decode = [name for name in before if "-decode" in name]
+    prefill = [name for name in before if "-prefill" in name]
+    assert len(decode) == 4 and len(prefill) == 2
+    assert all(after[name] != before[name] for name in decode), (before, after)
+    assert all(after[name] == before[name] for name in prefill), (before, after)
+    assert proxy_health(day2) == {"prefill": {"healthy": 2, "total": 2}, "decode": {"healthy": 4, "total": 4}}
+    # The groups went one at a time, in plan order: decode1 left the proxy after decode0 was back.
+    lines = rolled.stdout.splitlines()
+    order = [i for i, line in enumerate(lines) if line.startswith("TASK [decode") and "PD proxy" in line]
+    assert [lines[i].split(":")[0] for i in order] == [
+        "TASK [decode0",
+        "TASK [decode0",
+        "TASK [decode1",
+        "TASK [decode1",
+    ]
