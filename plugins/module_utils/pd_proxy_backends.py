@@ -25,11 +25,12 @@ PHASES = ("prefill", "decode")
 # The proxy's backend states (proxy/ascend_pd_proxy/backends.py) that get requests.
 ROUTED = ("healthy", "probation")
 REMOVED = "removed"
-STATES = ("list", "absent", "present", "drained")
-WAIT_FOR = {"absent": "drained", "drained": "drained", "present": "healthy", "list": None}
+# No state: list the backends only.
+STATES = ("absent", "present", "drained")
+WAIT_FOR = {"absent": "drained", "drained": "drained", "present": "healthy", None: None}
 
 ARGUMENT_SPEC: Dict[str, Any] = dict(
-    state=dict(type="str", default="list", choices=list(STATES)),
+    state=dict(type="str", choices=list(STATES)),
     record=dict(type="dict"),
     instances=dict(type="list", elements="str", default=[]),
     config=dict(type="path", default="/etc/ascend-vllm/pd-proxy/config.json"),

@@ -13,7 +13,7 @@ description:
     C(proxy/README.md)). The proxy's address and admin key are read from its configuration file
     O(config) on the host (the role C(ascend.vllm.pd_proxy) writes both), so the key never passes
     through the controller; O(url) and O(admin_api_key) override them.
-  - O(state=list) changes nothing and returns every backend (state, requests in flight, last
+  - Without O(state) it changes nothing and returns every backend (state, requests in flight, last
     error), including removed ones whose requests are still running.
   - O(state=absent) takes the DP ranks of O(instances) out of the proxy (new requests go to the
     other ranks; the requests in flight finish), then waits until none of them has a request in
@@ -32,10 +32,9 @@ author:
   - ascend.vllm contributors (@ascend-vllm)
 options:
   state:
-    description: What to do (see above).
+    description: What to do (see above); unset, only list the backends.
     type: str
-    choices: [list, absent, present, drained]
-    default: list
+    choices: [absent, present, drained]
   record:
     description:
       - The plan's proxy record, C(ascend_plan.hosts[<proxy host>].proxy); its C(prefill) and
@@ -92,15 +91,20 @@ options:
     description: Seconds this call of the module polls at most; set by the action plugin.
     type: float
 attributes:
-  check_mode:
-    support: full
-    details: Reports what would be taken out or put back; changes nothing and does not wait.
-  diff_mode:
-    support: none
   action:
+    description: Has a corresponding action plugin, so some of the work runs on the controller.
     support: full
-extends_documentation_fragment:
-  - ascend.vllm.attributes
+    details:
+      - The action plugin calls the module in rounds, prints the progress lines and fails with
+        the message; the module talks to the proxy on its host.
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details:
+      - Reports what would be taken out or put back; changes nothing and does not wait.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
 seealso:
   - module: ascend.vllm.container_health
 """

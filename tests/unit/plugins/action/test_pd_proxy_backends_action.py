@@ -91,5 +91,5 @@ def test_the_deadline_fails_naming_each_backend(monkeypatch: pytest.MonkeyPatch)
 
 def test_a_module_failure_names_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
     run = Run(monkeypatch, [{"failed": True, "msg": "the proxy's admin API is off", "pending": []}])
-    result = run(state="list")
+    result = run()
     assert result["failed"] is True and result["msg"] == "a3-proxy: the proxy's admin API is off"
