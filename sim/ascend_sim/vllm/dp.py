@@ -15,6 +15,12 @@ The simulator keeps exactly that property with a small TCP exchange (JSON lines)
 
 After the handshake rank 0 stops listening: a rank restarted alone cannot rejoin (restart the
 whole group), as with real vLLM. ``VLLM_ENGINE_READY_TIMEOUT_S`` (default 600) bounds the wait.
+
+The connections stay open afterwards (:class:`GroupLink`): they stand for what binds real ranks
+for their whole life -- the Gloo DP group and the HCCL communicators of the MoE layers -- so a
+rank whose peer process went away (killed, crashed, stopped) knows which ranks are lost. Like a
+real rank it says nothing about it: the loss only shows when its next forward pass waits on a
+collective the dead rank never joins (``engine``).
 """
 
 from __future__ import annotations
@@ -40,14 +46,57 @@ def _log_interval() -> float:
     return float(os.environ.get("VLLM_SIM_DP_LOG_INTERVAL", "5"))
 
 
-class _Master:
-    """Rank 0's side: collect the other ranks, then release everyone."""
+class GroupLink:
+    """A process's ties to the other processes of its DP group, once the group is complete."""
 
     def __init__(self, size: int, own_ranks: list[int]) -> None:
         self.size = size
+        self.own_ranks = list(own_ranks)
+        self.lost: list[int] = []
+        self.broken = asyncio.Event()
+        self.writers: list[asyncio.StreamWriter] = []
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    def lose(self, ranks: list[int]) -> list[int]:
+        """Record that ``ranks`` are gone; returns those not known to be gone before."""
+        new = sorted({int(r) for r in ranks} - set(self.lost) - set(self.own_ranks))
+        if new:
+            self.lost = sorted(self.lost + new)
+            self.broken.set()
+            log.debug("DP rank(s) %s left the data parallel group", new)
+        return new
+
+    def watch(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def close(self) -> None:
+        """This process leaves the group (its peers will find it lost)."""
+        for task in list(self._tasks):
+            task.cancel()
+        for writer in self.writers:
+            writer.close()
+        self.writers = []
+
+
+async def _until_closed(reader: asyncio.StreamReader) -> None:
+    """Wait until the peer's end of a connection is gone (EOF, or reset by a killed process)."""
+    with contextlib.suppress(OSError):
+        while await reader.read(65536):
+            pass
+
+
+class _Master:
+    """Rank 0's side: collect the other ranks, release everyone, then keep the connections."""
+
+    def __init__(self, size: int, own_ranks: list[int]) -> None:
+        self.size = size
+        self.own_ranks = list(own_ranks)
         self.joined: dict[int, asyncio.StreamWriter | None] = dict.fromkeys(own_ranks)
         self.done = asyncio.Event()
         self.writers: list[asyncio.StreamWriter] = []
+        self.link = GroupLink(size, own_ranks)
 
     def missing(self) -> list[int]:
         return [r for r in range(self.size) if r not in self.joined]
@@ -69,13 +118,13 @@ class _Master:
             if not self.missing():
                 for w in self.writers:
                     with contextlib.suppress(OSError):
-                        await self._send(w, {"ok": True})
-                    w.close()
+                        await self._send(w, {"ok": True, "master_ranks": self.own_ranks})
+                self.link.writers = list(self.writers)
                 self.done.set()
-                return
-            # Until the group is complete, a member that goes away is missing again.
-            await reader.read()
-            if not self.done.is_set():
+            await _until_closed(reader)
+            if self.done.is_set():
+                self._lost(writer, msg["ranks"])
+            else:  # until the group is complete, a member that goes away is missing again
                 for rank in msg["ranks"]:
                     self.joined.pop(int(rank), None)
                 self.writers.remove(writer)
@@ -83,6 +132,19 @@ class _Master:
         except (OSError, ValueError) as exc:
             log.warning("Data parallel handshake connection failed: %s", exc)
             writer.close()
+
+    def _lost(self, writer: asyncio.StreamWriter, ranks: list[int]) -> None:
+        """A member process of the complete group went away: every remaining member learns it."""
+        writer.close()
+        if writer in self.link.writers:
+            self.link.writers.remove(writer)
+        new = self.link.lose(ranks)
+        if not new:
+            return
+        notice = (json.dumps({"lost": new}) + "\n").encode()
+        for other in self.link.writers:
+            with contextlib.suppress(OSError):
+                other.write(notice)
 
     def _check(self, msg: dict[str, Any]) -> str | None:
         size = msg.get("size")
@@ -109,7 +171,7 @@ def _peer(writer: asyncio.StreamWriter) -> str:
     return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
 
-async def _run_master(address: str, port: int, size: int, own_ranks: list[int]) -> None:
+async def _run_master(address: str, port: int, size: int, own_ranks: list[int]) -> GroupLink:
     master = _Master(size, own_ranks)
     try:
         server = await asyncio.start_server(master.handle, address, port)
@@ -142,12 +204,20 @@ async def _run_master(address: str, port: int, size: int, own_ranks: list[int]) 
                     size,
                 )
     finally:
+        # Stop listening only; the members' connections stay (``wait_closed`` would wait for them).
         server.close()
-        with contextlib.suppress(Exception):
-            await server.wait_closed()
+    return master.link
 
 
-async def _run_member(address: str, port: int, size: int, own_ranks: list[int]) -> None:
+async def _watch_master(reader: asyncio.StreamReader, link: GroupLink, master_ranks: list[int]) -> None:
+    """Learn from rank 0 which other members went away, and notice rank 0 itself going away."""
+    with contextlib.suppress(OSError, ValueError):
+        while line := await reader.readline():
+            link.lose(json.loads(line).get("lost", []))
+    link.lose(master_ranks)
+
+
+async def _run_member(address: str, port: int, size: int, own_ranks: list[int]) -> GroupLink:
     deadline = time.monotonic() + _timeout()
     last_log = 0.0
     while True:
@@ -183,27 +253,34 @@ async def _run_member(address: str, port: int, size: int, own_ranks: list[int]) 
             line = await reader.readline()
         except OSError:
             line = b""
-        finally:
+        except BaseException:
             writer.close()
+            raise
         if not line:
             # rank 0 went away before the group was complete: start over
+            writer.close()
             await asyncio.sleep(0.2)
             continue
         reply = json.loads(line)
         if not reply.get("ok"):
+            writer.close()
             raise StartupError(
                 "RuntimeError",
                 f"Data parallel handshake rejected by DP rank 0 at {address}:{port}: {reply.get('error')}",
             )
-        return
+        link = GroupLink(size, own_ranks)
+        link.writers.append(writer)
+        link.watch(_watch_master(reader, link, list(reply.get("master_ranks") or [0])))
+        return link
 
 
-async def handshake(address: str, port: int, size: int, own_ranks: list[int]) -> None:
-    """Wait until all ``size`` ranks of the group are up (returns at once for a whole group)."""
+async def handshake(address: str, port: int, size: int, own_ranks: list[int]) -> GroupLink | None:
+    """Wait until all ``size`` ranks of the group are up; the link to them (None for a whole group)."""
     if size <= 1 or len(own_ranks) >= size:
-        return
+        return None
     if 0 in own_ranks:
-        await _run_master(address, port, size, own_ranks)
+        link = await _run_master(address, port, size, own_ranks)
     else:
-        await _run_member(address, port, size, own_ranks)
+        link = await _run_member(address, port, size, own_ranks)
     log.info("All %d data parallel engines are up", size)
+    return link

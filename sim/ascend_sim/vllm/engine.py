@@ -9,6 +9,17 @@ Latency model (environment, seconds; both may be 0, e.g. for proxy benchmarks):
   decode step; the running requests step together, as in a batch).
 
 At most ``--max-num-seqs`` requests run at once; the others wait (``num_requests_waiting``).
+
+Data parallelism: the ranks of a DP group of a MoE model (every model the simulator knows is
+one) run each forward pass together -- vLLM-Ascend all-reduces the batch metadata over the DP
+group and the MoE layers exchange tokens with HCCL across the expert-parallel group -- so once
+a rank of the group is gone (``dp.GroupLink.lost``) this engine's next forward pass waits for
+it forever: running and new requests stall, ``/health`` still answers 200. HCCL aborts the
+stuck collective after ``HCCL_EXEC_TIMEOUT`` seconds (CANN's default 1836; 0 = never, as in
+CANN; vLLM-Ascend raises ``VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS`` above it so that HCCL fires
+first), and the engine core dies of it: every request fails, ``/health`` is 503 and the server
+exits (``serve``). An idle engine runs no forward pass, so it notices nothing until a request
+comes.
 The prefix cache (on unless ``--no-enable-prefix-caching``) remembers prompt blocks of
 ``--block-size`` tokens (hash-chained, LRU, bounded); a hit is reported in
 ``usage.prompt_tokens_details.cached_tokens`` with ``--enable-prompt-tokens-details``.
@@ -28,10 +39,15 @@ from typing import Any
 
 from ascend_sim.vllm import kv, logs
 from ascend_sim.vllm.config import ServeConfig
+from ascend_sim.vllm.dp import GroupLink
 from ascend_sim.vllm.metrics import Metrics
 from ascend_sim.vllm.tokens import digest
 
 log = logs.get_logger("core.py", proc="EngineCore")
+worker_log = logs.get_logger("multiproc_executor.py", proc="Worker")
+
+HCCL_EXEC_TIMEOUT_DEFAULT = 1836.0  # seconds, CANN's default on Atlas A2/A3
+ENGINE_DEAD_MESSAGE = "EngineCore encountered an issue. See stack trace (above) for the root cause."
 
 
 class EngineDeadError(Exception):
@@ -95,6 +111,9 @@ class Engine:
         self.cfg = cfg
         self.metrics = metrics
         self.dead = False
+        self.died = asyncio.Event()
+        self.group: GroupLink | None = None  # set by ``serve`` once the DP group is complete
+        self._stuck_collective: asyncio.Future[None] | None = None
         self.prefill_s = _env_float("VLLM_SIM_PREFILL_S_PER_TOKEN", 0.00005)
         self.decode_s = _env_float("VLLM_SIM_DECODE_S_PER_TOKEN", 0.02)
         self._slots = asyncio.Semaphore(cfg.max_num_seqs)
@@ -147,7 +166,7 @@ class Engine:
     async def generate(self, job: Job) -> AsyncIterator[str]:
         """Yield the job's output tokens with the latency model; fills ``job.kv_out``."""
         if self.dead:
-            raise EngineDeadError("EngineCore encountered an issue. See stack trace (above) for the root cause.")
+            raise EngineDeadError(ENGINE_DEAD_MESSAGE)
         self.metrics.waiting += 1
         try:
             await self._slots.acquire()
@@ -159,6 +178,11 @@ class Engine:
             rank = next(self._ranks)
             self.metrics.prompt_tokens += len(job.prompt_tokens)
             remote = self._remote_prefill_params(job)
+            try:
+                await self._forward_pass()
+            except EngineDeadError:
+                finished = "error"
+                raise
             if remote is not None:
                 transfer = self.cfg.kv_transfer
                 assert transfer is not None
@@ -184,11 +208,11 @@ class Engine:
                     await asyncio.sleep(self.prefill_s * compute)
             last = time.monotonic()
             for i, token in enumerate(job.output):
-                if self.dead:
+                try:
+                    await self._forward_pass()
+                except EngineDeadError:
                     finished = "error"
-                    raise EngineDeadError(
-                        "EngineCore encountered an issue. See stack trace (above) for the root cause."
-                    )
+                    raise
                 if i > 0 and self.decode_s:
                     await self._decode_step()
                 now = time.monotonic()
@@ -210,6 +234,34 @@ class Engine:
                 self.metrics.success[finished] += 1
             self.metrics.e2e.observe(time.monotonic() - job.arrival)
             self.metrics.kv_cache_usage = self._kv_usage()
+
+    async def _forward_pass(self) -> None:
+        """Enter a forward pass: raises once the engine is dead; with a DP rank lost, waits until it is."""
+        if self.dead:
+            raise EngineDeadError(ENGINE_DEAD_MESSAGE)
+        if self.group is None or not self.group.broken.is_set():
+            return
+        # The first pass after the loss issues the collective that never completes; every
+        # other request waits behind it (one engine core, one batch).
+        if self._stuck_collective is None:
+            self._stuck_collective = asyncio.ensure_future(self._collective_timeout(list(self.group.lost)))
+        await self.died.wait()
+        raise EngineDeadError(ENGINE_DEAD_MESSAGE)
+
+    async def _collective_timeout(self, lost: list[int]) -> None:
+        timeout = _env_float("HCCL_EXEC_TIMEOUT", HCCL_EXEC_TIMEOUT_DEFAULT)
+        if timeout == 0:
+            return  # HCCL_EXEC_TIMEOUT=0: the collective never times out, the engine hangs for good
+        await asyncio.sleep(timeout)
+        worker_log.error(
+            "EI0002: The wait execution of the Notify register times out. Reason: The Notify register has not "
+            "received the Notify record from remote rank: %s (DP rank(s) %s of the data parallel group are gone). "
+            "notify wait timeout occurred during task execution, timeout=%gs (HCCL_EXEC_TIMEOUT)",
+            lost,
+            lost,
+            timeout,
+        )
+        self.kill("RuntimeError: ACL stream synchronize failed, error code:507035 (HCCL collective timed out)")
 
     async def _decode_step(self) -> None:
         """Wait for the next decode step of the batch.
@@ -259,10 +311,16 @@ class Engine:
         busy = self.metrics.running * 8 + parked
         return min(1.0, busy / capacity)
 
-    def kill(self) -> None:
+    def kill(self, cause: str | None = None) -> None:
         if not self.dead:
             self.dead = True
-            log.error("EngineCore encountered a fatal error (simulated). The engine is dead: /health now returns 503.")
+            self.died.set()
+            if cause is None:
+                log.error(
+                    "EngineCore encountered a fatal error (simulated). The engine is dead: /health now returns 503."
+                )
+            else:
+                log.error("EngineCore encountered a fatal error. %s", cause)
 
     async def drain(self, timeout: float) -> None:
         """Wait (up to ``timeout``) for running requests to finish (graceful shutdown)."""
