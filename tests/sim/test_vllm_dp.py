@@ -84,8 +84,13 @@ def test_group_checks_sizes_and_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
         one, two, zero = links
         assert isinstance(one, dp.GroupLink) and isinstance(two, dp.GroupLink) and isinstance(zero, dp.GroupLink)
         assert not (one.broken.is_set() or two.broken.is_set() or zero.broken.is_set())
+        # What the DP coordinator spreads: rank 2 has requests, a wave runs on every rank.
+        two.announce_busy(True)
+        while not (one.busy == {2} and zero.busy == {2}):
+            await asyncio.sleep(0.01)
         two.close()
         await asyncio.wait_for(asyncio.gather(one.broken.wait(), zero.broken.wait()), 2)
+        assert one.stuck_at_loss and zero.stuck_at_loss  # lost mid-wave
         lost = (one.lost, zero.lost)
         one.close()
         zero.close()

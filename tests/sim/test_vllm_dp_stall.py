@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,6 +34,7 @@ def start_group(
     rpc_port: int,
     tag: str,
     ranks: Tuple[int, ...] = (0, 1),
+    extra_args: Tuple[str, ...] | List[str] = (),
     **extra_env: str,
 ) -> Dict[int, Server]:
     servers: Dict[int, Server] = {}
@@ -50,6 +52,7 @@ def start_group(
             "--served-model-name", MODEL_NAME, "-tp", "2", "--enable-expert-parallel",
             "--data-parallel-size", "2", "--data-parallel-rank", str(rank),
             "--data-parallel-address", "127.0.0.1", "--data-parallel-rpc-port", str(rpc_port),
+            *extra_args,
         ]  # fmt: skip
         servers[rank] = Server(model, args, env, tmp_path / f"{tag}-rank{rank}.log")
     return servers
@@ -133,11 +136,29 @@ def test_group_stalls_then_dies_when_a_rank_is_killed(tmp_path: Path, dead_rank:
     assert st.live_holders(node) == []
 
 
-def test_idle_survivor_notices_nothing_until_a_request_comes(tmp_path: Path) -> None:
-    """No forward pass, no collective: an idle rank outlives the timeout, healthy, then stalls on its first request."""
+def kv_consumer_config() -> str:
+    """A decode instance's ``--kv-transfer-config`` (Mooncake, simulated)."""
+    sides = {"dp_size": 2, "tp_size": 2}
+    return json.dumps(
+        {
+            "kv_connector": "MooncakeConnectorV1",
+            "kv_role": "kv_consumer",
+            "kv_port": str(free_port()),
+            "engine_id": "decode0",
+            "kv_connector_extra_config": {"use_ascend_direct": True, "prefill": sides, "decode": sides},
+        }
+    )
+
+
+@pytest.mark.parametrize("decode", [False, True], ids=["gloo-allreduce-first", "kv-consumer-mc2"])
+def test_idle_survivor_notices_nothing_until_a_request_comes(tmp_path: Path, decode: bool) -> None:
+    """No forward pass, no collective: an idle rank outlives the timeout, healthy. Its first request
+    then fails at once where the pass starts with the Gloo DP all-reduce (the dead peer's socket is
+    closed), and stalls until HCCL_EXEC_TIMEOUT on a decode rank, which skips that all-reduce."""
     node = tmp_path / "state"
     st.init_state("a3", directory=node)
-    group = start_group(tmp_path, make_model(tmp_path), node, free_port(), "idle")
+    extra = ["--kv-transfer-config", kv_consumer_config()] if decode else []
+    group = start_group(tmp_path, make_model(tmp_path), node, free_port(), "idle", extra_args=extra)
     try:
         for server in group.values():
             server.wait_healthy()
@@ -148,10 +169,40 @@ def test_idle_survivor_notices_nothing_until_a_request_comes(tmp_path: Path) -> 
         assert survivor.proc.poll() is None and http(survivor.url + "/health")[0] == 200
         start = time.monotonic()
         status, _ = completion(survivor, timeout=COLLECTIVE_TIMEOUT + 10)
+        took = time.monotonic() - start
         assert status == 500
-        assert time.monotonic() - start >= COLLECTIVE_TIMEOUT - 0.1
+        if decode:
+            assert took >= COLLECTIVE_TIMEOUT - 0.1
+            assert "notify wait timeout occurred during task execution" in survivor.log()
+        else:
+            assert took < COLLECTIVE_TIMEOUT / 2
+            assert "Connection closed by peer (DP rank(s) [1]" in survivor.log()
         assert survivor.proc.wait(10) == 0
     finally:
+        stop_all(list(group.values()))
+
+
+def test_idle_survivor_of_a_busy_group_dies_without_a_request(tmp_path: Path) -> None:
+    """Mid-wave the idle rank runs dummy batches with the busy one: killing the busy one strands it."""
+    node = tmp_path / "state"
+    st.init_state("a3", directory=node)
+    group = start_group(tmp_path, make_model(tmp_path), node, free_port(), "wave")
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        for server in group.values():
+            server.wait_healthy()
+        busy: Future[Tuple[int, Any]] = pool.submit(completion, group[1], 2000)
+        time.sleep(0.3)  # the wave has reached rank 0
+        assert not busy.done()
+        group[1].proc.send_signal(signal.SIGKILL)
+        group[1].proc.wait(5)
+        survivor = group[0]
+        time.sleep(COLLECTIVE_TIMEOUT / 2)
+        assert survivor.proc.poll() is None and http(survivor.url + "/health")[0] == 200
+        assert survivor.proc.wait(COLLECTIVE_TIMEOUT + 10) == 0  # no request of its own was needed
+        assert "notify wait timeout occurred during task execution" in survivor.log()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
         stop_all(list(group.values()))
 
 
@@ -193,6 +244,7 @@ def test_hccl_exec_timeout_zero_never_times_out(tmp_path: Path, monkeypatch: pyt
         engine.group = GroupLink(2, [0])
         job = Job("cmpl-1", "p", ["p"], ["a", "b"], "length")
         assert [token async for token in engine.generate(job)] == ["a", "b"]  # a whole group serves
+        engine.group.mark_busy([1], True)  # mid-wave: the pass in flight is inside HCCL
         engine.group.lose([1])
         stalled = asyncio.ensure_future(_drain(engine, Job("cmpl-2", "p", ["p"], ["a", "b"], "length")))
         await asyncio.sleep(0.5)

@@ -20,7 +20,10 @@ The connections stay open afterwards (:class:`GroupLink`): they stand for what b
 for their whole life -- the Gloo DP group and the HCCL communicators of the MoE layers -- so a
 rank whose peer process went away (killed, crashed, stopped) knows which ranks are lost. Like a
 real rank it says nothing about it: the loss only shows when its next forward pass waits on a
-collective the dead rank never joins (``engine``).
+collective the dead rank never joins (``engine``). They also carry what vLLM's DP coordinator
+spreads: which ranks have requests. While any rank has some, the group is in a "wave" and every
+rank runs forward passes, idle ones dummy batches; a rank lost mid-wave therefore leaves even an
+idle survivor stuck in a collective. Rank 0 relays both (a star, not Gloo's full mesh).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ascend_sim.vllm import logs
@@ -54,6 +58,8 @@ class GroupLink:
         self.own_ranks = list(own_ranks)
         self.lost: list[int] = []
         self.broken = asyncio.Event()
+        self.busy: set[int] = set()  # ranks with requests (the wave runs while there are any)
+        self.stuck_at_loss = False  # a rank was lost mid-wave: everybody's forward pass hangs
         self.writers: list[asyncio.StreamWriter] = []
         self._tasks: set[asyncio.Future[None]] = set()
 
@@ -61,10 +67,34 @@ class GroupLink:
         """Record that ``ranks`` are gone; returns those not known to be gone before."""
         new = sorted({int(r) for r in ranks} - set(self.lost) - set(self.own_ranks))
         if new:
+            if self.busy and not self.broken.is_set():
+                self.stuck_at_loss = True
             self.lost = sorted(self.lost + new)
             self.broken.set()
-            log.debug("DP rank(s) %s left the data parallel group", new)
+            log.debug("DP rank(s) %s left the data parallel group (wave running: %s)", new, self.stuck_at_loss)
         return new
+
+    def mark_busy(self, ranks: list[int], busy: bool) -> None:
+        if busy:
+            self.busy.update(int(r) for r in ranks)
+        else:
+            self.busy.difference_update(int(r) for r in ranks)
+
+    def announce_busy(self, busy: bool) -> None:
+        """This process has requests (True) or none left (False): tell the group."""
+        self.mark_busy(self.own_ranks, busy)
+        notice = (json.dumps({"busy": busy, "ranks": self.own_ranks}) + "\n").encode()
+        for writer in self.writers:
+            with contextlib.suppress(OSError, RuntimeError):
+                writer.write(notice)
+
+    def relay(self, source: asyncio.StreamWriter | None, msg: dict[str, Any]) -> None:
+        """Rank 0 passes a member's news on to the other members."""
+        notice = (json.dumps(msg) + "\n").encode()
+        for writer in self.writers:
+            if writer is not source:
+                with contextlib.suppress(OSError, RuntimeError):
+                    writer.write(notice)
 
     def watch(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -80,11 +110,14 @@ class GroupLink:
         self.writers = []
 
 
-async def _until_closed(reader: asyncio.StreamReader) -> None:
-    """Wait until the peer's end of a connection is gone (EOF, or reset by a killed process)."""
+async def _messages(reader: asyncio.StreamReader) -> AsyncIterator[dict[str, Any]]:
+    """A peer's JSON lines until its end of the connection is gone (EOF, or reset by a killed process)."""
     with contextlib.suppress(OSError):
-        while await reader.read(65536):
-            pass
+        while line := await reader.readline():
+            with contextlib.suppress(ValueError):
+                msg = json.loads(line)
+                if isinstance(msg, dict):
+                    yield msg
 
 
 class _Master:
@@ -121,7 +154,10 @@ class _Master:
                         await self._send(w, {"ok": True, "master_ranks": self.own_ranks})
                 self.link.writers = list(self.writers)
                 self.done.set()
-            await _until_closed(reader)
+            async for news in _messages(reader):
+                if self.done.is_set() and "busy" in news:
+                    self.link.mark_busy(msg["ranks"], bool(news["busy"]))
+                    self.link.relay(writer, {"busy": bool(news["busy"]), "ranks": msg["ranks"]})
             if self.done.is_set():
                 self._lost(writer, msg["ranks"])
             else:  # until the group is complete, a member that goes away is missing again
@@ -139,12 +175,8 @@ class _Master:
         if writer in self.link.writers:
             self.link.writers.remove(writer)
         new = self.link.lose(ranks)
-        if not new:
-            return
-        notice = (json.dumps({"lost": new}) + "\n").encode()
-        for other in self.link.writers:
-            with contextlib.suppress(OSError):
-                other.write(notice)
+        if new:
+            self.link.relay(None, {"lost": new})
 
     def _check(self, msg: dict[str, Any]) -> str | None:
         size = msg.get("size")
@@ -210,10 +242,12 @@ async def _run_master(address: str, port: int, size: int, own_ranks: list[int]) 
 
 
 async def _watch_master(reader: asyncio.StreamReader, link: GroupLink, master_ranks: list[int]) -> None:
-    """Learn from rank 0 which other members went away, and notice rank 0 itself going away."""
-    with contextlib.suppress(OSError, ValueError):
-        while line := await reader.readline():
-            link.lose(json.loads(line).get("lost", []))
+    """Learn from rank 0 which ranks are busy or gone, and notice rank 0 itself going away."""
+    async for news in _messages(reader):
+        if "busy" in news:
+            link.mark_busy(news.get("ranks") or [], bool(news["busy"]))
+        if "lost" in news:
+            link.lose(news["lost"])
     link.lose(master_ranks)
 
 

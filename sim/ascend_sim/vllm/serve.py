@@ -145,7 +145,7 @@ class Server:
             )
             engine_log.info("Using NPUs %s", chips)
             if cfg.data_parallel_size > 1 and len(cfg.local_dp_ranks) < cfg.data_parallel_size:
-                self.engine.group = await self._until_stopped(
+                link = await self._until_stopped(
                     dp.handshake(
                         cfg.data_parallel_address,
                         cfg.data_parallel_rpc_port,
@@ -153,6 +153,8 @@ class Server:
                         cfg.local_dp_ranks,
                     )
                 )
+                if link is not None:
+                    self.engine.join_group(link)
             await self._until_stopped(self._load())
             try:
                 await self.engine.start_kv()
@@ -294,8 +296,7 @@ class Server:
     async def _cleanup(self, sock: socket.socket | None) -> None:
         if sock is not None:
             sock.close()
-        if self.engine.group is not None:
-            self.engine.group.close()
+        self.engine.leave_group()
         if self._stats_task is not None:
             self._stats_task.cancel()
             self._stats_task = None
