@@ -311,13 +311,12 @@ class Engine:
         if timeout == 0:
             return  # HCCL_EXEC_TIMEOUT=0: the collective never times out, the engine hangs for good
         await asyncio.sleep(timeout)
+        # Shaped like the HCCL error an operator greps for (EI0002, "notify wait timeout").
         worker_log.error(
-            "EI0002: The wait execution of the Notify register times out. Reason: The Notify register has not "
-            "received the Notify record from remote rank: %s (DP rank(s) %s of the data parallel group are gone). "
-            "notify wait timeout occurred during task execution, timeout=%gs (HCCL_EXEC_TIMEOUT)",
-            lost,
-            lost,
+            "EI0002: HCCL notify wait timeout occurred during task execution, timeout=%gs (HCCL_EXEC_TIMEOUT): "
+            "DP rank(s) %s of the data parallel group are gone and never joined the collective",
             timeout,
+            lost,
         )
         self.kill("RuntimeError: ACL stream synchronize failed, error code:507035 (HCCL collective timed out)")
 
