@@ -80,10 +80,11 @@ class ServiceEndpoints:
         ``/v1/models``), keeping the prefill instances, the usual bottleneck, for prompts;
         prefill instances when no decode instance answers. A 4xx is the request's own and is
         relayed (a 404 ``/tokenizer_info`` means the servers run without
-        ``--enable-tokenizer-info-endpoint``); another failure tries the next instance."""
-        denied = self._check_client_key(request)
-        if denied is not None:
-            return denied
+        ``--enable-tokenizer-info-endpoint``); another failure tries the next instance.
+
+        Open without a client key, as vLLM's own ``--api-key`` leaves them (it guards ``/v1``
+        only): clients such as lm-eval send no key there, and would otherwise have to put it in
+        arguments they record in their results."""
         assert self.session is not None
         try:
             async with deadline(self.cfg.timeouts.client_body):
