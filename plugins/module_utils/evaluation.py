@@ -147,7 +147,7 @@ def markdown(title: str, facts: Sequence[Sequence[str]], runs: Sequence[Mapping[
     lines = [f"# {title}", "", "| | |", "| --- | --- |"]
     lines += [f"| {name} | {value} |" for name, value in facts]
     for run in runs:
-        gated = {(s.task, s.metric) for s in run["gated"]}
+        gated = {(s.task, s.metric) for s in run["gated"]} if run.get("threshold_set") else set()
         lines += ["", f"## {run['endpoint']}", "", f"lm-eval results: `{run['results']}`", ""]
         lines += ["| task | metric | score | stderr | samples | shots | gate |", "|" + " --- |" * 7]
         for s in run["scores"]:
