@@ -21,6 +21,8 @@ description:
     lower is better); otherwise the task fails after writing the report, naming the endpoint,
     task, metric, score and threshold of each failure.
   - Runs on the controller only; contacts no host.
+author:
+  - ascend.vllm contributors (@ascend-vllm)
 options:
   endpoints:
     description: The endpoints evaluated, in order; lm-eval's output for the Nth is C(endpoint-N) in O(results_dir).
