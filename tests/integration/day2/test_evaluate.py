@@ -22,8 +22,9 @@ SAMPLE_TASKS = ["ascend_sample_arith", "ascend_sample_choice"]
 
 
 def lm_eval() -> str:
-    """lm_eval on the controller: $ASCEND_LM_EVAL, the toolchain venv's, or PATH's."""
-    candidates = (os.environ.get("ASCEND_LM_EVAL"), str(ROOT / ".venv" / "bin" / "lm_eval"), shutil.which("lm_eval"))
+    """lm_eval on the controller: $ASCEND_LM_EVAL, a venv of the checkout's (.venv-eval, .venv), or PATH's."""
+    venvs = [str(ROOT / venv / "bin" / "lm_eval") for venv in (".venv-eval", ".venv")]
+    candidates = (os.environ.get("ASCEND_LM_EVAL"), *venvs, shutil.which("lm_eval"))
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
             return candidate
