@@ -28,7 +28,8 @@ def lm_eval() -> str:
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
             return candidate
-    pytest.skip("lm_eval is not installed on the controller (set ASCEND_LM_EVAL to its path)")
+    # `make venv` (and so `make test` and CI) builds .venv-eval: a missing evaluator is an error.
+    pytest.fail("lm_eval is not on the controller: run `make venv` (it builds .venv-eval) or set ASCEND_LM_EVAL")
 
 
 def proxy_requests(day2: Day2) -> Dict[str, float]:
