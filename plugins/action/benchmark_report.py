@@ -19,6 +19,7 @@ from ansible_collections.ascend.vllm.plugins.module_utils.benchmark_report impor
     plot,
     require_matplotlib,
     results_table,
+    validate_workload,
 )
 
 display = Display()
@@ -33,6 +34,7 @@ ARGUMENT_SPEC: Dict[str, Any] = {
     "tolerance": {"type": "float", "default": DEFAULT_TOLERANCE},
     "plot": {"type": "bool", "default": True},
     "check_only": {"type": "bool", "default": False},
+    "workload": {"type": "dict", "default": {}},
 }
 
 
@@ -50,13 +52,19 @@ class ActionModule(ActionBase):
 
     def _report(self, args: Dict[str, Any]) -> Dict[str, Any]:
         tolerance = args["tolerance"]
+        problems = validate_workload(args["workload"])
         if not 0 < tolerance <= 1:
-            raise ReportError(f"benchmark tolerance must be in (0, 1], got {tolerance:g}")
-        baseline = load_result(args["baseline"], "baseline") if args["baseline"] else None
+            problems.append(f"benchmark_tolerance must be in (0, 1], got {tolerance:g}")
+        if problems:
+            raise ReportError("; ".join(problems))
+        baseline = load_result(args["baseline"], "baseline (benchmark_baseline)") if args["baseline"] else None
         if args["plot"]:
             require_matplotlib()
         if args["check_only"]:
-            return {"changed": False}
+            checked: Dict[str, Any] = {"changed": False}
+            if args["report_dir"]:
+                checked["report_dir"] = os.path.abspath(args["report_dir"])  # where the results will go
+            return checked
         if not args["results"] or not args["report_dir"]:
             raise ReportError("results and report_dir are required unless check_only is set")
 

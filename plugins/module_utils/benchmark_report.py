@@ -69,6 +69,45 @@ class Regression:
         )
 
 
+_LABEL = re.compile(r"^[A-Za-z0-9._-]*$")
+
+
+def _positive_int(value: Any) -> Optional[int]:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        return None
+    return number if number > 0 else None
+
+
+def validate_workload(workload: Mapping[str, Any]) -> List[str]:
+    """Problems with the benchmark's options, each naming its variable (``benchmark_<key>``)."""
+    problems = []
+    for key in ("input_len", "output_len", "num_prompts", "timeout"):
+        if key in workload and _positive_int(workload[key]) is None:
+            problems.append(f"benchmark_{key} must be a positive integer, got {workload[key]!r}")
+    if "request_rate" in workload:
+        rate = str(workload["request_rate"]).strip().lower()
+        try:
+            valid = rate == "inf" or (math.isfinite(float(rate)) and float(rate) > 0)
+        except ValueError:
+            valid = False
+        if not valid:
+            given = workload["request_rate"]
+            problems.append(f"benchmark_request_rate must be a positive number or inf, got {given!r}")
+    concurrency = workload.get("max_concurrency")
+    if concurrency not in (None, "", "None") and _positive_int(concurrency) is None:
+        problems.append(f"benchmark_max_concurrency must be a positive integer or null, got {concurrency!r}")
+    label = str(workload.get("label") or "")
+    if not _LABEL.match(label):
+        problems.append(
+            f"benchmark_label may hold only letters, digits, '.', '_' and '-' (it names a folder), got {label!r}"
+        )
+    return problems
+
+
 def load_result(path: str, what: str = "result") -> Dict[str, Any]:
     """A ``vllm bench serve`` result file (the last JSON line if ``--append-result`` wrote several)."""
     try:

@@ -54,9 +54,19 @@ options:
     type: bool
     default: true
   check_only:
-    description: Only check that the report can be made; read no result, write nothing.
+    description:
+      - Only check O(workload), O(tolerance), the baseline and matplotlib; read no result, write
+        nothing. Returns O(report_dir) made absolute.
     type: bool
     default: false
+  workload:
+    description:
+      - The benchmark's options to validate, keys C(input_len), C(output_len), C(num_prompts),
+        C(timeout) (positive integers), C(request_rate) (a positive number or C(inf)),
+        C(max_concurrency) (a positive integer or null), C(label) (letters, digits, C(.), C(_),
+        C(-)). A problem fails naming the variable C(benchmark_<key>).
+    type: dict
+    default: {}
 extends_documentation_fragment:
   - ascend.vllm.attributes
 attributes:
@@ -89,6 +99,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+report_dir:
+  description: O(report_dir), absolute.
+  returned: with O(check_only) and O(report_dir)
+  type: str
 report:
   description: The Markdown report written.
   returned: unless O(check_only)

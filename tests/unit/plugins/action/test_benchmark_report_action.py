@@ -69,12 +69,38 @@ def test_a_regression_fails_naming_each_metric_after_writing_the_report(tmp_path
 def test_check_only_reads_the_baseline_and_writes_nothing(tmp_path: Path) -> None:
     assert run_report({"check_only": True, "baseline": str(FIXTURE), "plot": False}) == {"changed": False}
     missing = run_report({"check_only": True, "baseline": str(tmp_path / "nope.json"), "plot": False})
-    assert missing["failed"] is True and missing["msg"].startswith(f"baseline {tmp_path / 'nope.json'}: cannot be read")
+    assert missing["failed"] is True
+    assert missing["msg"].startswith(f"baseline (benchmark_baseline) {tmp_path / 'nope.json'}: cannot be read")
     bad = run_report({"check_only": True, "tolerance": 1.2, "plot": False})
-    assert bad["msg"] == "benchmark tolerance must be in (0, 1], got 1.2"
+    assert bad["msg"] == "benchmark_tolerance must be in (0, 1], got 1.2"
 
 
 def test_check_only_fails_clearly_without_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     result = run_report({"check_only": True})
     assert result["failed"] is True and "needs matplotlib" in result["msg"] and "benchmark_plot=false" in result["msg"]
+
+
+GUIDE = {"input_len": 200, "output_len": 128, "num_prompts": 200, "request_rate": 1, "max_concurrency": None,
+         "label": "", "timeout": 3600}  # fmt: skip
+
+
+def test_check_only_accepts_the_guides_workload_and_returns_the_absolute_folder(tmp_path: Path) -> None:
+    result = run_report({"check_only": True, "plot": False, "workload": GUIDE, "report_dir": "benchmark-results/x"})
+    assert result == {"changed": False, "report_dir": str(Path.cwd() / "benchmark-results" / "x")}
+    as_strings = {**GUIDE, "request_rate": "inf", "max_concurrency": "16", "label": "nightly-1p2d"}
+    assert not run_report({"check_only": True, "plot": False, "workload": as_strings}).get("failed")
+
+
+def test_check_only_names_every_bad_option() -> None:
+    bad = {**GUIDE, "input_len": 0, "num_prompts": "many", "request_rate": "-1", "max_concurrency": 0, "label": "a/b"}
+    result = run_report({"check_only": True, "plot": False, "workload": bad, "tolerance": 0})
+    assert result["failed"] is True
+    assert result["msg"] == (
+        "benchmark_input_len must be a positive integer, got 0; "
+        "benchmark_num_prompts must be a positive integer, got 'many'; "
+        "benchmark_request_rate must be a positive number or inf, got '-1'; "
+        "benchmark_max_concurrency must be a positive integer or null, got 0; "
+        "benchmark_label may hold only letters, digits, '.', '_' and '-' (it names a folder), got 'a/b'; "
+        "benchmark_tolerance must be in (0, 1], got 0"
+    )
