@@ -140,7 +140,7 @@ def metrics_of(result: Mapping[str, Any]) -> List[Metric]:
             (float(m.group(1)), key) for key in result for m in [_PERCENTILE_KEY.match(key)] if m and m.group(2) == name
         )
         for stat, key in [("Mean", f"mean_{name}_ms"), ("Median", f"median_{name}_ms")] + [
-            (f"P{key[1:].split('_')[0]}", key) for _, key in percentiles
+            (f"P{key[1:].split('_')[0]}", key) for _rank, key in percentiles
         ]:
             if isinstance(result.get(key), (int, float)):
                 found.append(Metric(key, f"{stat} {upper}", "ms", False))
@@ -158,35 +158,32 @@ def _cell(value: Any, digits: int = 2) -> str:
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    align = ["---"] + ["---:"] * (len(header) - 1)
-    lines[1] = "| " + " | ".join(align) + " |"
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
+    align = ["---"] + ["---:"] * (len(header) - 1)  # the metric's name left, numbers right
+    return ["| " + " | ".join(row) + " |" for row in [list(header), align, *rows]]
 
 
 def results_table(results: Sequence[Tuple[str, Mapping[str, Any]]]) -> List[str]:
     """One Markdown table: a row per metric, a column per endpoint."""
     metrics: List[Metric] = []
-    for _, result in results:
+    for _name, result in results:
         metrics += [m for m in metrics_of(result) if m not in metrics]
     rows: List[List[str]] = [
-        ["Successful requests"] + [_cell(r.get("completed")) for _, r in results],
-        ["Failed requests"] + [_cell(r.get("failed")) for _, r in results],
-        ["Benchmark duration (s)"] + [_cell(r.get("duration")) for _, r in results],
-        ["Total input tokens"] + [_cell(r.get("total_input_tokens")) for _, r in results],
-        ["Total generated tokens"] + [_cell(r.get("total_output_tokens")) for _, r in results],
+        ["Successful requests"] + [_cell(r.get("completed")) for _name, r in results],
+        ["Failed requests"] + [_cell(r.get("failed")) for _name, r in results],
+        ["Benchmark duration (s)"] + [_cell(r.get("duration")) for _name, r in results],
+        ["Total input tokens"] + [_cell(r.get("total_input_tokens")) for _name, r in results],
+        ["Total generated tokens"] + [_cell(r.get("total_output_tokens")) for _name, r in results],
     ]
-    rows += [[f"{m.label} ({m.unit})"] + [_cell(r.get(m.key)) for _, r in results] for m in metrics]
-    if any("spec_decode_acceptance_rate" in r for _, r in results):
+    rows += [[f"{m.label} ({m.unit})"] + [_cell(r.get(m.key)) for _name, r in results] for m in metrics]
+    if any("spec_decode_acceptance_rate" in r for _name, r in results):
         for key, label in SPEC_DECODE:
-            rows.append([label] + [_cell(r.get(key)) for _, r in results])
-        per_pos = [r.get("spec_decode_per_position_acceptance_rates") or [] for _, r in results]
+            rows.append([label] + [_cell(r.get(key)) for _name, r in results])
+        per_pos = [r.get("spec_decode_per_position_acceptance_rates") or [] for _name, r in results]
         rows.append(
             ["Acceptance per draft position (%)"]
             + [", ".join(f"{100 * float(rate):.1f}" for rate in rates) or "-" for rates in per_pos]
         )
-    return _md_table(["Metric"] + [name for name, _ in results], rows)
+    return _md_table(["Metric"] + [name for name, _result in results], rows)
 
 
 def compare(
@@ -266,17 +263,17 @@ def plot(results: Sequence[Tuple[str, Mapping[str, Any]]], title: str, path: str
     pyplot = require_matplotlib()
     figure, (left, right) = pyplot.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [1, 2]})
     width = 0.8 / max(1, len(results))
-    throughputs = [(key, label) for key, label, _ in THROUGHPUTS if any(key in r for _, r in results)]
+    throughputs = [(key, label) for key, label, _unit in THROUGHPUTS if any(key in r for _name, r in results)]
     for i, (name, result) in enumerate(results):
         xs = [j + i * width for j in range(len(throughputs))]
-        bars = left.bar(xs, [float(result.get(key) or 0) for key, _ in throughputs], width, label=name)
+        bars = left.bar(xs, [float(result.get(key) or 0) for key, _label in throughputs], width, label=name)
         left.bar_label(bars, fmt="%.2f", fontsize=7)  # req/s is tiny beside tok/s: the value shows it
     left.set_xticks([j + width * (len(results) - 1) / 2 for j in range(len(throughputs))])
-    left.set_xticklabels([label.replace(" throughput", "\nthroughput") for _, label in throughputs], fontsize=8)
+    left.set_xticklabels([label.replace(" throughput", "\nthroughput") for _key, label in throughputs], fontsize=8)
     left.set_ylabel("per second (req/s, tok/s)")
     left.set_title("Throughput")
     latency_metrics: List[Metric] = []
-    for _, result in results:
+    for _name, result in results:
         latency_metrics += [m for m in metrics_of(result) if not m.higher_is_better and m not in latency_metrics]
     for i, (name, result) in enumerate(results):
         xs = [j + i * width for j in range(len(latency_metrics))]
