@@ -1,6 +1,9 @@
 """The endpoints besides generation: ``/v1/models``, ``/health`` (and ``/healthcheck``), ``/metrics``,
 and the tokenizer's (``POST /tokenize``, ``POST /detokenize``, ``GET /tokenizer_info``).
 
+``/metrics`` is the proxy's own series followed by the instances' speculative-decoding counters
+(``relay.py``), unless asked with ``?relay=false``.
+
 Also the client key check that generation shares. ``/health`` and ``/metrics`` stay open
 when ``api_keys`` is set: load balancers and Prometheus carry no key.
 """
@@ -19,6 +22,7 @@ from .backends import Pool
 from .config import Config
 from .http_util import JSON, deadline, describe, error_response, json_response
 from .metrics import ProxyMetrics
+from .relay import OFF, SpecDecodeRelay
 
 
 class ServiceEndpoints:
@@ -33,6 +37,7 @@ class ServiceEndpoints:
     auth_headers: Dict[str, Dict[str, str]]
     client_keys: List[bytes]
     metrics: ProxyMetrics
+    spec_decode_relay: SpecDecodeRelay
     in_flight: int
     draining: bool
 
@@ -132,5 +137,8 @@ class ServiceEndpoints:
         status = self._status()
         return json_response(200 if status["status"] == "ok" else 503, status)
 
-    async def scrape(self, _request: web.Request) -> web.Response:
-        return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8")
+    async def scrape(self, request: web.Request) -> web.Response:
+        text = self.metrics.render()
+        if request.query.get("relay", "true").lower() not in OFF and self.session is not None:
+            text += "\n".join(await self.spec_decode_relay.render(self.session)) + "\n"
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")

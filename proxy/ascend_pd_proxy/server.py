@@ -39,6 +39,7 @@ from .health import HealthChecks, log_state_change
 from .http_util import JSON, bearer_header, deadline, describe, error_response, json_response
 from .lifecycle import Lifecycle
 from .metrics import ProxyMetrics, backend_labels
+from .relay import SpecDecodeRelay
 from .sse import SSEEvent, SSEParser, stream_error
 
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
@@ -102,6 +103,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
         self.health_checks = HealthChecks(cfg.health, self.pools, self.auth_headers)
         self.admin = AdminAPI(cfg.admin_api_key, self.pools, self._status, self.health_checks.check_soon)
         self.metrics = ProxyMetrics(lambda: self.in_flight, self.pools)
+        self.spec_decode_relay = SpecDecodeRelay(self.pools, self.auth_headers, cfg.health.timeout)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.cfg.limits.max_body_bytes)

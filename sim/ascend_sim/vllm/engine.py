@@ -7,6 +7,12 @@ Latency model (environment, seconds; both may be 0, e.g. for proxy benchmarks):
   (it pays the TCP pull instead).
 - ``VLLM_SIM_DECODE_S_PER_TOKEN`` (default 0.02): the time between two output tokens (one
   decode step; the running requests step together, as in a batch).
+- ``VLLM_SIM_SPEC_ACCEPTANCE`` (default 0.7): with ``--speculative-config``, the chance that
+  each draft token is accepted (a draft position counts only if every earlier one was). A
+  decode step verifies ``num_speculative_tokens`` drafts, and the accepted ones are its next
+  tokens, counted in vLLM's spec-decode metrics. The timing stays one token per step: vLLM
+  streams a step's tokens as one event, the simulator's API one event per token, so emitting
+  them at once would show as zero inter-token latencies that real vLLM never reports.
 
 At most ``--max-num-seqs`` requests run at once; the others wait (``num_requests_waiting``).
 
@@ -41,6 +47,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import random
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -131,6 +138,7 @@ class Engine:
         self._dp_allreduce_per_step = not (cfg.kv_transfer is not None and cfg.kv_transfer.is_consumer)
         self.prefill_s = _env_float("VLLM_SIM_PREFILL_S_PER_TOKEN", 0.00005)
         self.decode_s = _env_float("VLLM_SIM_DECODE_S_PER_TOKEN", 0.02)
+        self.spec_acceptance = min(1.0, _env_float("VLLM_SIM_SPEC_ACCEPTANCE", 0.7))
         self._slots = asyncio.Semaphore(cfg.max_num_seqs)
         self._step_waiters: list[asyncio.Future[None]] = []
         self._ranks = itertools.cycle(cfg.local_dp_ranks)
@@ -235,6 +243,8 @@ class Engine:
                 if self.prefill_s and compute > 0:
                     await asyncio.sleep(self.prefill_s * compute)
             last = time.monotonic()
+            drafts = random.Random(digest(job.request_id))
+            accepted_left = 0  # draft tokens accepted by the current step, still to emit
             for i, token in enumerate(job.output):
                 try:
                     await self._forward_pass()
@@ -243,6 +253,10 @@ class Engine:
                     raise
                 if i > 0 and self.decode_s:
                     await self._decode_step()
+                if i > 0 and accepted_left:
+                    accepted_left -= 1  # a draft this request's last verification accepted
+                elif i > 0:
+                    accepted_left = self._verify_drafts(drafts)
                 now = time.monotonic()
                 if i == 0:
                     job.first_token_at = now
@@ -319,6 +333,17 @@ class Engine:
             lost,
         )
         self.kill("RuntimeError: ACL stream synchronize failed, error code:507035 (HCCL collective timed out)")
+
+    def _verify_drafts(self, rng: random.Random) -> int:
+        """One decode step's speculative verification: the draft tokens accepted (0 without drafts)."""
+        k = self.metrics.num_speculative_tokens
+        if not k:
+            return 0
+        accepted = 0
+        while accepted < k and rng.random() < self.spec_acceptance:
+            accepted += 1
+        self.metrics.observe_draft(accepted)
+        return accepted
 
     async def _decode_step(self) -> None:
         """Wait for the next decode step of the batch.

@@ -98,7 +98,9 @@ class Server:
         self.visible_devices = visible_devices
         self.state_dir = state_dir
         self.handle_signals = handle_signals
-        self.metrics = Metrics(cfg.served_model_names[0])
+        # vLLM's default for a draft model without num_speculative_tokens is its config's; 1 here.
+        num_spec = int(cfg.speculative.get("num_speculative_tokens") or 1) if cfg.speculative else 0
+        self.metrics = Metrics(cfg.served_model_names[0], num_spec)
         self.engine = Engine(cfg, self.metrics)
         self.stop = asyncio.Event()
         self.lease: driver.Lease | None = None

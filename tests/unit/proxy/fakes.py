@@ -205,6 +205,7 @@ class FakeBackend:
         self.name, self.phase = name, phase
         self.seen: List[Seen] = []  # every request but /health
         self.health_status = 200
+        self.metrics_text = ""  # what GET /metrics answers (vLLM's Prometheus text)
         self.behaviour: Optional[Handler] = None  # None: answer like vLLM (vllm_answer)
         self.tokenizer_behaviour: Optional[Handler] = None  # None: /tokenize etc. answer like vLLM
         self.cancelled = 0  # generation handlers cancelled because the proxy went away
@@ -224,6 +225,7 @@ class FakeBackend:
         app.router.add_post("/tokenize", self._tokenizer)
         app.router.add_post("/detokenize", self._tokenizer)
         app.router.add_get("/tokenizer_info", self._tokenizer)
+        app.router.add_get("/metrics", self._metrics)
         # Cancel a handler when its client (the proxy) goes away, as vLLM aborts the request.
         self.runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self.runner.setup()
@@ -239,6 +241,9 @@ class FakeBackend:
 
     async def _health(self, _request: web.Request) -> web.Response:
         return web.Response(status=self.health_status)
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(text=self.metrics_text, content_type="text/plain")
 
     async def _models(self, request: web.Request) -> web.Response:
         self.seen.append(Seen(request.path, request.headers.copy(), {}))
