@@ -7,7 +7,6 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.venv"
 lock="$root/requirements/toolchain.txt"
-stamp="$venv/.toolchain.sha256"
 
 find_python() {
   # ansible-core 2.21 needs Python >= 3.12 on the controller.
@@ -29,18 +28,26 @@ find_python() {
 mkdir -p "$root/.build/collections/ansible_collections/ascend"
 ln -sfn "$root" "$root/.build/collections/ansible_collections/ascend/vllm"
 
-want=$(sha256sum "$lock" | cut -d' ' -f1)
-if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-  exit 0
-fi
-
-python=$(find_python) || {
-  echo "ERROR: no Python >= 3.12 found (ansible-core 2.21 needs it). Install one, or set PYTHON=/path/to/python3.12." >&2
-  exit 1
+# make_venv DIR LOCK: DIR holds exactly LOCK's packages; nothing is done while LOCK is unchanged.
+make_venv() {
+  local dir=$1 lock=$2 stamp="$1/.toolchain.sha256" want python
+  want=$(sha256sum "$lock" | cut -d' ' -f1)
+  if [[ -x "$dir/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    return 0
+  fi
+  python=$(find_python) || {
+    echo "ERROR: no Python >= 3.12 found (ansible-core 2.21 needs it). Install one, or set PYTHON=/path/to/python3.12." >&2
+    exit 1
+  }
+  echo "==> creating $dir with $python ($("$python" --version))"
+  "$python" -m venv --clear "$dir"
+  "$dir/bin/python" -m pip install --quiet --upgrade pip 2>&1 | { grep -v "^WARNING: Location" || true; }
+  echo "==> installing the locked packages (${lock#"$root"/})"
+  "$dir/bin/python" -m pip install --quiet -r "$lock" 2>&1 | { grep -v "^WARNING: Location" || true; }
+  echo "$want" > "$stamp"
 }
-echo "==> creating $venv with $python ($("$python" --version))"
-"$python" -m venv --clear "$venv"
-"$venv/bin/python" -m pip install --quiet --upgrade pip 2>&1 | { grep -v "^WARNING: Location" || true; }
-echo "==> installing the locked toolchain (requirements/toolchain.txt)"
-"$venv/bin/python" -m pip install --quiet -r "$lock" 2>&1 | { grep -v "^WARNING: Location" || true; }
-echo "$want" > "$stamp"
+
+make_venv "$venv" "$lock"
+# The evaluator, lm-eval, in a venv of its own (its numpy / pandas / pyarrow pins stay out of the
+# toolchain): playbooks/evaluate.yml and its tests find it in .venv-eval.
+make_venv "$root/.venv-eval" "$root/requirements/evaluate.txt"

@@ -57,6 +57,7 @@ PLAN_OWNED_FLAGS = {
     "data-parallel-address": "ascend_local_ip of the first host of the role's group",
     "data-parallel-rpc-port": "ascend_<role>_dp_rpc_port",
     "kv-transfer-config": "ascend_<role>_kv_port and the scenario's tp / dp",
+    "enable-tokenizer-info-endpoint": "nothing: playbooks/evaluate.yml needs it on every server",
 }
 
 

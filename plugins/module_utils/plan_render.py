@@ -65,6 +65,9 @@ def serve_argv(server: Server, model: Model, served: str, bind: str, sizes: Mapp
         "port": server.port,
         "tensor-parallel-size": spec.tp,
         "data-parallel-size": spec.dp,
+        # lm-eval's local-completions tokenizes with the server's own tokenizer only when
+        # /tokenizer_info answers (playbooks/evaluate.yml); it serves the tokenizer's config.
+        "enable-tokenizer-info-endpoint": True,
     }
     if server.dp_rank is not None:
         owned["data-parallel-rank"] = server.dp_rank

@@ -10,6 +10,18 @@ A client request becomes two backend requests under one request id:
 2. decode: the client's own body plus those ``kv_transfer_params``; a non-streaming client
    request loses ``stream_options`` (vLLM rejects them without ``stream: true``).
 
+Two kinds of request do not take that path, so that the client gets what one vLLM would answer:
+
+- a request that asks for the prompt's own scores (``prompt_logprobs``, or ``echo`` with
+  ``logprobs`` as lm-eval sends for every loglikelihood task) or for no generation at all
+  (``echo`` with ``max_tokens: 0``) is served by a prefill instance alone: it computes every
+  prompt position, while a decode instance receives the KV cache, never computes the prompt,
+  and so has no prompt log-probabilities to give (upstream, a decode crashes on them:
+  vllm-project/vllm#27449, vllm-project/vllm-ascend#13363);
+- a completions request with a list of prompts is split into one PD pass per prompt, and the
+  answers merged as vLLM merges them (choices in prompt order, usage summed): a prefill answers
+  one ``kv_transfer_params`` per request, not per prompt.
+
 Also here: checking a client body before anything is sent (a bad one is a 4xx, never a
 backend call), the OpenAI-style error bodies, and the prompt measures balancing uses.
 """
@@ -17,10 +29,13 @@ backend call), the OpenAI-style error bodies, and the prompt measures balancing 
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
+# The tokenizer's routes: the same tokenizer on every instance of the deployment.
+TOKENIZER_POST = ("/tokenize", "/detokenize")
+TOKENIZER_GET = ("/tokenizer_info",)
 
 # What a prefill request asks of the connector: compute the KV, keep it for a remote decode.
 PREFILL_KV_REQUEST: Dict[str, Any] = {
@@ -31,6 +46,10 @@ PREFILL_KV_REQUEST: Dict[str, Any] = {
     "remote_host": None,
     "remote_port": None,
 }
+
+# A backend's 4xx is the request's fault and goes back to the client -- except these, which
+# are the backend's state or the proxy's configuration (a wrong backend API key).
+BACKEND_FAULT_4XX = frozenset({401, 403, 408, 429})
 
 # Rough characters per token, to compare prompt sizes without a tokenizer. Only the ratio
 # between requests matters to balancing, so one constant for all text is enough.
@@ -104,7 +123,9 @@ def parse_client_body(raw: bytes, path: str) -> Dict[str, Any]:
         raise RequestError(400, f"'stream' must be true or false, got {stream!r}", param="stream")
     for key in ("max_tokens", "max_completion_tokens"):
         value = body.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        # max_tokens 0 with echo: vLLM answers the prompt alone (its scores, with logprobs).
+        least = 0 if key == "max_tokens" and path == COMPLETIONS and body.get("echo") else 1
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
             raise RequestError(400, f"'{key}' must be a positive integer, got {value!r}", param=key)
     if body.get("kv_transfer_params") is not None:
         # The proxy owns the PD hand-over; a client value would point decode at arbitrary KV.
@@ -117,6 +138,44 @@ def parse_client_body(raw: bytes, path: str) -> Dict[str, Any]:
 
 def is_stream(body: Dict[str, Any]) -> bool:
     return bool(body.get("stream"))
+
+
+def prefill_alone(body: Dict[str, Any], path: str) -> bool:
+    """Whether a prefill instance alone serves this request (see the module docstring)."""
+    if body.get("prompt_logprobs") is not None:
+        return True
+    if path != COMPLETIONS or not body.get("echo"):
+        return False
+    return body.get("logprobs") is not None or body.get("max_tokens") == 0
+
+
+def split_prompts(body: Dict[str, Any], path: str) -> Optional[List[Dict[str, Any]]]:
+    """One body per prompt when a completions request has several, else None."""
+    prompt = body.get("prompt")
+    if path != COMPLETIONS or not isinstance(prompt, list) or len(prompt) < 2:
+        return None
+    if all(isinstance(p, str) for p in prompt) or all(isinstance(p, list) for p in prompt):
+        return [{**body, "prompt": p} for p in prompt]
+    return None  # one prompt of token ids (or a malformed list, which vLLM will refuse)
+
+
+def merge_answers(answers: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The answers of one-prompt requests as vLLM answers the batch: choices indexed in prompt
+    order, usage summed (the cached tokens are the last prompt's, as vLLM reports them)."""
+    merged = dict(answers[0])
+    choices = []
+    for index, answer in enumerate(answers):
+        for choice in answer.get("choices") or []:
+            choices.append({**choice, "index": index})
+    merged["choices"] = choices
+    usages = [a.get("usage") for a in answers if isinstance(a.get("usage"), dict)]
+    if usages:
+        usage = dict(usages[-1])
+        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            usage[key] = sum(int(u.get(key) or 0) for u in usages)
+        merged["usage"] = usage
+    merged["kv_transfer_params"] = None
+    return merged
 
 
 def prefill_body(body: Dict[str, Any]) -> Dict[str, Any]:

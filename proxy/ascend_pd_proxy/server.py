@@ -25,7 +25,7 @@ import json
 import logging
 import time
 import uuid
-from typing import Any, Dict, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import aiohttp
 from aiohttp import web
@@ -39,12 +39,11 @@ from .health import HealthChecks, log_state_change
 from .http_util import JSON, bearer_header, deadline, describe, error_response, json_response
 from .lifecycle import Lifecycle
 from .metrics import ProxyMetrics, backend_labels
+from .relay import SpecDecodeRelay
 from .sse import SSEEvent, SSEParser, stream_error
 
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
-# A backend's 4xx is the request's fault and goes back to the client -- except these, which
-# are the backend's state or the proxy's configuration (a wrong backend API key).
-BACKEND_FAULT_4XX = frozenset({401, 403, 408, 429})
+BACKEND_FAULT_4XX = protocol.BACKEND_FAULT_4XX
 
 
 class BackendFailure(Exception):
@@ -104,12 +103,17 @@ class Proxy(ServiceEndpoints, Lifecycle):
         self.health_checks = HealthChecks(cfg.health, self.pools, self.auth_headers)
         self.admin = AdminAPI(cfg.admin_api_key, self.pools, self._status, self.health_checks.check_soon)
         self.metrics = ProxyMetrics(lambda: self.in_flight, self.pools)
+        self.spec_decode_relay = SpecDecodeRelay(self.pools, self.auth_headers, cfg.health.timeout)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.cfg.limits.max_body_bytes)
         app.router.add_post(protocol.CHAT, self.generate)
         app.router.add_post(protocol.COMPLETIONS, self.generate)
         app.router.add_get("/v1/models", self.models)
+        for path in protocol.TOKENIZER_POST:
+            app.router.add_post(path, self.tokenizer)
+        for path in protocol.TOKENIZER_GET:
+            app.router.add_get(path, self.tokenizer)
         app.router.add_get("/health", self.health)
         app.router.add_get("/healthcheck", self.health)  # the upstream example's path
         app.router.add_get("/metrics", self.scrape)
@@ -123,7 +127,9 @@ class Proxy(ServiceEndpoints, Lifecycle):
 
     async def not_found(self, request: web.Request) -> web.Response:
         known = {protocol.CHAT: "POST", protocol.COMPLETIONS: "POST", "/admin/backends": "GET, POST or DELETE"}
-        known.update(dict.fromkeys(("/v1/models", "/health", "/healthcheck", "/metrics"), "GET"))
+        gets = ("/v1/models", "/health", "/healthcheck", "/metrics", *protocol.TOKENIZER_GET)
+        known.update(dict.fromkeys(gets, "GET"))
+        known.update(dict.fromkeys(protocol.TOKENIZER_POST, "POST"))
         if request.path in known:
             return error_response(405, f"{request.method} is not allowed on {request.path}; use {known[request.path]}")
         return error_response(404, f"no route {request.method} {request.path}")
@@ -192,6 +198,28 @@ class Proxy(ServiceEndpoints, Lifecycle):
         tokens = protocol.prompt_tokens_estimate(body)
         affinity = protocol.prefix_key(body, self.cfg.affinity_prefix_chars) if self.cfg.prefix_affinity else None
         request_id = str(uuid.uuid4())
+        if protocol.prefill_alone(body, path):
+            return await self._on_prefill_alone(request, body, stream, tokens, affinity, started, request_id)
+        batch = protocol.split_prompts(body, path)
+        if batch is None:
+            return await self._pd(request, body, stream, tokens, affinity, started, request_id)
+        if stream:
+            message = "a list of prompts cannot be streamed through the PD proxy: send stream false, or one prompt"
+            return error_response(400, message, request_id=request_id)
+        return await self._pd_batch(request, batch, affinity, started, request_id)
+
+    async def _pd(
+        self,
+        request: web.Request,
+        body: Dict[str, Any],
+        stream: bool,
+        tokens: int,
+        affinity: Optional[str],
+        started: float,
+        request_id: str,
+    ) -> web.StreamResponse:
+        """Up to ``retries.attempts`` PD passes for one prompt."""
+        path = request.path
         tried: Dict[str, Set[str]] = {"prefill": set(), "decode": set()}
         failure: Optional[BackendFailure] = None
         for attempt in range(self.cfg.attempts):
@@ -208,26 +236,89 @@ class Proxy(ServiceEndpoints, Lifecycle):
                 phase = "decode"
                 # Choose again now: the loads changed while the prefill ran (minutes, for long prompts).
                 decode = self.pools["decode"].choose(tried["decode"]) or decode
+                payload = protocol.decode_body(body, kv_params)
                 if stream:
-                    return await self._decode_stream(
-                        request, decode, body, kv_params, attempt_id, tokens, started, request_id
+                    return await self._relay_stream(
+                        request, decode, payload, attempt_id, tokens, started, request_id, "decode_first_chunk"
                     )
-                return await self._decode_json(decode, body, kv_params, attempt_id, tokens, path, request_id)
+                return await self._whole(decode, payload, attempt_id, tokens, path, request_id, "decode")
             except BackendRejection as exc:
-                return web.Response(
-                    status=exc.status,
-                    body=exc.body,
-                    content_type=exc.content_type,
-                    headers={"X-Request-Id": request_id},
-                )
+                return self._rejected(exc, request_id)
             except BackendFailure as exc:
                 failure = exc
                 tried[phase].add((prefill if phase == "prefill" else decode).url)
-                if attempt + 1 < self.cfg.attempts:
-                    self.metrics.retries.inc((("phase", phase),))
-                log.warning("request %s: %s", attempt_id, exc.message)
+                self._retrying(attempt, phase, attempt_id, exc)
         assert failure is not None
         return error_response(failure.status, failure.message, request_id=request_id)
+
+    async def _on_prefill_alone(
+        self,
+        request: web.Request,
+        body: Dict[str, Any],
+        stream: bool,
+        tokens: int,
+        affinity: Optional[str],
+        started: float,
+        request_id: str,
+    ) -> web.StreamResponse:
+        """The whole request on one prefill instance (retried on others): it asks for the
+        prompt's scores, which only a prefill computes."""
+        tried: Set[str] = set()
+        failure: Optional[BackendFailure] = None
+        for attempt in range(self.cfg.attempts):
+            attempt_id = request_id if attempt == 0 else f"{request_id}-retry{attempt}"
+            prefill = self.pools["prefill"].choose(tried, affinity)
+            if prefill is None:
+                failure = failure or self._none_available("prefill")
+                break
+            try:
+                if stream:
+                    return await self._relay_stream(
+                        request, prefill, body, attempt_id, tokens, started, request_id, "prefill"
+                    )
+                return await self._whole(prefill, body, attempt_id, tokens, request.path, request_id, "prefill")
+            except BackendRejection as exc:
+                return self._rejected(exc, request_id)
+            except BackendFailure as exc:
+                failure = exc
+                tried.add(prefill.url)
+                self._retrying(attempt, "prefill", attempt_id, exc)
+        assert failure is not None
+        return error_response(failure.status, failure.message, request_id=request_id)
+
+    async def _pd_batch(
+        self,
+        request: web.Request,
+        bodies: List[Dict[str, Any]],
+        affinity: Optional[str],
+        started: float,
+        request_id: str,
+    ) -> web.StreamResponse:
+        """One PD pass per prompt, concurrently; their answers merged (or the first failure)."""
+        answers = await asyncio.gather(
+            *(
+                self._pd(
+                    request, one, False, protocol.prompt_tokens_estimate(one), affinity, started, f"{request_id}-{i}"
+                )
+                for i, one in enumerate(bodies)
+            )
+        )
+        for answer in answers:
+            if answer.status != 200:
+                return answer
+        merged = protocol.merge_answers([json.loads(a.body) for a in answers if isinstance(a, web.Response)])
+        return web.Response(body=json.dumps(merged).encode(), content_type=JSON, headers={"X-Request-Id": request_id})
+
+    @staticmethod
+    def _rejected(exc: BackendRejection, request_id: str) -> web.Response:
+        return web.Response(
+            status=exc.status, body=exc.body, content_type=exc.content_type, headers={"X-Request-Id": request_id}
+        )
+
+    def _retrying(self, attempt: int, phase: str, attempt_id: str, exc: BackendFailure) -> None:
+        if attempt + 1 < self.cfg.attempts:
+            self.metrics.retries.inc((("phase", phase),))
+        log.warning("request %s: %s", attempt_id, exc.message)
 
     def _none_available(self, phase: str) -> BackendFailure:
         pool = self.pools[phase]
@@ -307,37 +398,39 @@ class Proxy(ServiceEndpoints, Lifecycle):
             self.metrics.cached_tokens.inc((), cached)
         return kv_params
 
-    async def _decode_json(
+    async def _whole(
         self,
         backend: Backend,
-        body: Dict[str, Any],
-        kv_params: Dict[str, Any],
+        payload: Dict[str, Any],
         request_id: str,
         tokens: int,
         path: str,
         client_id: str,
+        limit_key: str,
     ) -> web.Response:
-        payload = protocol.decode_body(body, kv_params)
-        answer, began = await self._exchange(backend, path, payload, request_id, tokens, "decode")
+        """A non-streaming answer from ``backend``, relayed whole."""
+        answer, began = await self._exchange(backend, path, payload, request_id, tokens, limit_key)
         if not answer.lstrip().startswith(b"{"):
             raise self._failed(backend, 502, f"HTTP 200 without a JSON answer: {answer[:200]!r}")
         self._served(backend, began)
         return web.Response(body=answer, content_type=JSON, headers={"X-Request-Id": client_id})
 
-    async def _decode_stream(
+    async def _relay_stream(
         self,
         request: web.Request,
         backend: Backend,
-        body: Dict[str, Any],
-        kv_params: Dict[str, Any],
+        payload: Dict[str, Any],
         request_id: str,
         tokens: int,
         started: float,
         client_id: str,
+        first_limit_key: str,
     ) -> web.StreamResponse:
+        """Stream ``backend``'s answer (a decode, or a prefill serving alone) to the client,
+        committing only once its first event is in (within ``timeouts.<first_limit_key>``)."""
         assert self.session is not None
-        pool = self.pools["decode"]
-        timeouts = self.cfg.timeouts
+        pool = self.pools[backend.phase]
+        first_limit = getattr(self.cfg.timeouts, first_limit_key)
         framer = protocol.SSEFramer()
         pool.start(backend, tokens)
         began = time.perf_counter()
@@ -345,11 +438,11 @@ class Proxy(ServiceEndpoints, Lifecycle):
         try:
             # Phase 1: nothing is sent to the client until the first event is in.
             try:
-                async with deadline(timeouts.decode_first_chunk):
+                async with deadline(first_limit):
                     upstream = await self.session.post(
                         backend.url + request.path,
-                        data=json.dumps(protocol.decode_body(body, kv_params)).encode(),
-                        headers=self._headers("decode", request_id),
+                        data=json.dumps(payload).encode(),
+                        headers=self._headers(backend.phase, request_id),
                     )
                     if upstream.status != 200:
                         self._check_status(backend, upstream.status, await upstream.read(), upstream.content_type)
@@ -362,9 +455,8 @@ class Proxy(ServiceEndpoints, Lifecycle):
                         head += completed
                         first = SSEParser().feed(completed) if completed else []
             except asyncio.TimeoutError:
-                limit = timeouts.decode_first_chunk
                 raise self._failed(
-                    backend, 504, f"no first event within {limit:g} s (timeouts.decode_first_chunk)"
+                    backend, 504, f"no first event within {first_limit:g} s (timeouts.{first_limit_key})"
                 ) from None
             except aiohttp.ClientError as exc:
                 raise self._failed(backend, 502, describe(exc)) from None
@@ -383,7 +475,9 @@ class Proxy(ServiceEndpoints, Lifecycle):
                 self._ok(backend)
             else:
                 self._failed(backend, 502, outcome)
-                log.warning("request %s: decode instance %s (%s): %s", request_id, backend.name, backend.url, outcome)
+                log.warning(
+                    "request %s: %s instance %s (%s): %s", request_id, backend.phase, backend.name, backend.url, outcome
+                )
             await response.write_eof()
             return response
         finally:
@@ -426,7 +520,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
             elif not data:
                 problem = "the stream ended without [DONE]"
                 break
-        message = f"decode instance {backend.name} failed mid-stream: {problem}"
+        message = f"{backend.phase} instance {backend.name} failed mid-stream: {problem}"
         await response.write(protocol.sse_error_event(502, message) + b"data: [DONE]\n\n")
         return problem
 

@@ -72,7 +72,10 @@ class Backends:
         kv_role = "kv_producer" if role == "prefill" else "kv_consumer"
         args = ["--served-model-name", MODEL_NAME, "--enable-auto-tool-choice", "--tool-call-parser", "minimax_m2"]
         args += ["--kv-transfer-config", kv_transfer_config(kv_role, free_port_block(1), f"{role[0]}{chip}")]
-        env = base_env(self.nodes[role], ASCEND_RT_VISIBLE_DEVICES=str(chip), VLLM_SIM_ADMIN="1", **self.env)
+        # A killed engine keeps answering 503/500 (vLLM with VLLM_KEEP_ALIVE_ON_ENGINE_DEATH=1)
+        # instead of exiting after the watchdog: the proxy tests look at that state.
+        keep = {"VLLM_KEEP_ALIVE_ON_ENGINE_DEATH": "1", **self.env}
+        env = base_env(self.nodes[role], ASCEND_RT_VISIBLE_DEVICES=str(chip), VLLM_SIM_ADMIN="1", **keep)
         return Server(self.model, args, env, self.root / f"{role}{chip}-{time.monotonic_ns()}.log", port=port)
 
     def all(self) -> List[Server]:

@@ -7,6 +7,7 @@ built first if missing.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -21,7 +22,8 @@ pytestmark = pytest.mark.docker
 
 NODE1 = f"{PREFIX}-node1"
 NODE2 = f"{PREFIX}-node2"
-VLLM_IMAGE = "ascend-sim/vllm-ascend:0.1.0"
+# The tag ``sim/ascend-sim build`` gives it (sim/ascend_sim_host/config.py): ASCEND_SIM_TAG or the version.
+VLLM_IMAGE = f"ascend-sim/vllm-ascend:{os.environ.get('ASCEND_SIM_TAG') or '0.1.0'}"
 HCCN_TOOL = "/usr/local/Ascend/driver/tools/hccn_tool"
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"  # what the plan preloads on x86_64
 CHIP_ROW = re.compile(r"^\| \d+\s+Ascend910\s+\|", re.MULTILINE)

@@ -352,7 +352,14 @@ def test_metrics(servers: Dict[str, InProcessServer]) -> None:
 def test_port_closed_while_loading_latency_and_dead_engine(tmp_path: Path) -> None:
     node = tmp_path / "state"
     st.init_state("a2", directory=node)
-    env = base_env(node, ASCEND_RT_VISIBLE_DEVICES="0", VLLM_SIM_LOAD_SECONDS="0.5", VLLM_SIM_DECODE_S_PER_TOKEN="0.03")
+    # Kept alive after the engine dies (as vLLM with this variable) to see its answers then.
+    env = base_env(
+        node,
+        ASCEND_RT_VISIBLE_DEVICES="0",
+        VLLM_SIM_LOAD_SECONDS="0.5",
+        VLLM_SIM_DECODE_S_PER_TOKEN="0.03",
+        VLLM_KEEP_ALIVE_ON_ENGINE_DEATH="1",
+    )
     server = Server(make_model(tmp_path), ["--served-model-name", MODEL_NAME], env, tmp_path / "log")
     try:
         server.wait_for_log("Loading weights from")

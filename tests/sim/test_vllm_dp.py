@@ -77,15 +77,30 @@ def test_group_checks_sizes_and_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
             dp.handshake(HOST, port, 4, [1]),  # wrong size
             return_exceptions=True,
         )
-        results += await asyncio.gather(
+        links = await asyncio.gather(
             dp.handshake(HOST, port, 3, [1]), dp.handshake(HOST, port, 3, [2]), master, return_exceptions=True
         )
-        return results
+        # The group stays linked: rank 2 leaving is noticed by rank 0 and, through it, by rank 1.
+        one, two, zero = links
+        assert isinstance(one, dp.GroupLink) and isinstance(two, dp.GroupLink) and isinstance(zero, dp.GroupLink)
+        assert not (one.broken.is_set() or two.broken.is_set() or zero.broken.is_set())
+        # What the DP coordinator spreads: rank 2 has requests, a wave runs on every rank.
+        two.announce_busy(True)
+        while not (one.busy == {2} and zero.busy == {2}):
+            await asyncio.sleep(0.01)
+        two.close()
+        await asyncio.wait_for(asyncio.gather(one.broken.wait(), zero.broken.wait()), 2)
+        assert one.stuck_at_loss and zero.stuck_at_loss  # lost mid-wave
+        lost = (one.lost, zero.lost)
+        one.close()
+        zero.close()
+        await asyncio.sleep(0.05)
+        return [*results, lost]
 
-    wrong, one, two, master = asyncio.run(asyncio.wait_for(group(), 5))
+    wrong, lost = asyncio.run(asyncio.wait_for(group(), 5))
     assert isinstance(wrong, StartupError)
     assert "data_parallel_size mismatch: rank 0 has 3, the joining engine has 4" in wrong.message
-    assert (one, two, master) == (None, None, None)
+    assert lost == ([2], [2])
 
 
 def test_rank0_needs_a_local_address() -> None:

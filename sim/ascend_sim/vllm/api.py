@@ -2,7 +2,8 @@
 
 Routes as vLLM serves them: ``GET /health`` (200 empty body, 503 once the engine is dead),
 ``GET|POST /ping``, ``GET /v1/models``, ``GET /version``, ``GET /metrics``,
-``POST /v1/completions`` and ``POST /v1/chat/completions`` (JSON or SSE). With
+``POST /v1/completions`` and ``POST /v1/chat/completions`` (JSON or SSE), ``POST /tokenize``,
+``POST /detokenize`` and, with ``--enable-tokenizer-info-endpoint``, ``GET /tokenizer_info``. With
 ``VLLM_SIM_ADMIN=1`` also ``POST /sim/engine_dead`` (kill the engine; SIGUSR1 does the same).
 
 Shapes and error texts follow vLLM: errors are ``{"error": {"message", "type", "param",
@@ -13,7 +14,8 @@ streaming sends the role first, then one chunk per token, an optional usage chun
 error after that is an SSE ``error`` event, not an HTTP status.
 
 The two generating routes live in ``api_chat.py`` and ``api_completions.py``, what they share
-(request checks, ids, usage, the SSE answer) in ``api_common.py``.
+(request checks, ids, usage, the SSE answer) in ``api_common.py``; the tokenizer's routes in
+``api_tokenize.py``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ascend_sim.vllm import VLLM_VERSION, logs
 from ascend_sim.vllm.api_chat import ChatRoutes
 from ascend_sim.vllm.api_common import ApiError, json_response, log
 from ascend_sim.vllm.api_completions import CompletionRoutes
+from ascend_sim.vllm.api_tokenize import TokenizeRoutes
 from ascend_sim.vllm.config import ServeConfig
 from ascend_sim.vllm.engine import Engine
 from ascend_sim.vllm.metrics import Metrics
@@ -52,7 +55,7 @@ class AccessLogger(AbstractAccessLogger):
         logs.uvicorn(f'{client} - "{request.method} {request.path_qs} HTTP/{version}" {response.status} {phrase}')
 
 
-class Api(ChatRoutes, CompletionRoutes):
+class Api(ChatRoutes, CompletionRoutes, TokenizeRoutes):
     """The application: routes, error and key middlewares, and the routes that generate nothing."""
 
     # -- application --------------------------------------------------------------------------
@@ -67,6 +70,10 @@ class Api(ChatRoutes, CompletionRoutes):
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/tokenize", self.tokenize)
+        app.router.add_post("/detokenize", self.detokenize)
+        if self.cfg.enable_tokenizer_info_endpoint:
+            app.router.add_get("/tokenizer_info", self.tokenizer_info)
         if os.environ.get("VLLM_SIM_ADMIN") == "1":
             app.router.add_post("/sim/engine_dead", self.kill_engine)
         return app

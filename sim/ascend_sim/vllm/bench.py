@@ -17,6 +17,13 @@ metrics, the printed summary and the result JSON follow vLLM's ``vllm/benchmarks
 the same keys (``completed``, ``total_input_tokens``, ``request_throughput``,
 ``mean_ttft_ms``, ``p99_itl_ms``, ``date``, ``num_prompts``, ``request_rate`` ...), the same
 file name pattern ``{label}-{rate}qps[-concurrency{N}]-{model}-{YYYYmmdd-HHMMSS}.json``.
+
+Speculative decoding, as vLLM does it: ``GET {base_url}/metrics`` before and after the run;
+every sample whose name starts with ``vllm:spec_decode`` and ends with ``_total`` is summed by
+name whatever its labels (per position for ``..._per_pos_total``), and the differences give
+the ``spec_decode_*`` result keys (acceptance rate in percent, acceptance length, drafts,
+draft and accepted tokens, per-position acceptance rates) and the printed section. No such
+sample (no speculative decoding, or ``/metrics`` unreachable): no such keys.
 """
 
 from __future__ import annotations
@@ -48,6 +55,16 @@ class Sample:
     prompt_len: int
     output_len: int
     request_id: str
+
+
+@dataclass
+class SpecDecodeCounters:
+    """vLLM's spec-decode counters, summed over every sample of the scraped text."""
+
+    num_drafts: int = 0
+    num_draft_tokens: int = 0
+    num_accepted_tokens: int = 0
+    accepted_per_pos: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -234,6 +251,76 @@ async def send_request(
     except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
         out.error = f"{type(exc).__name__}: {exc}"
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The server's speculative-decoding counters
+
+
+def parse_spec_decode(text: str) -> SpecDecodeCounters | None:
+    """The ``vllm:spec_decode*_total`` samples of a Prometheus text, summed; None without any."""
+    counters = SpecDecodeCounters()
+    found = False
+    for raw in text.split("\n"):
+        line = raw.strip()
+        if not line.startswith("vllm:spec_decode"):
+            continue
+        parts = line.split(None, 1)
+        name = parts[0].split("{")[0]
+        if not name.endswith("_total"):
+            continue
+        found = True
+        try:
+            value = int(float(parts[-1].rsplit(None, 1)[-1]))
+        except ValueError:
+            continue
+        if "num_drafts" in name:
+            counters.num_drafts += value
+        elif "num_draft_tokens" in name:
+            counters.num_draft_tokens += value
+        elif "num_accepted_tokens_per_pos" in name:
+            marker = 'position="'
+            if marker in line:
+                start = line.index(marker) + len(marker)
+                pos = int(line[start : line.index('"', start)])
+                counters.accepted_per_pos[pos] = counters.accepted_per_pos.get(pos, 0) + value
+        elif "num_accepted_tokens" in name:
+            counters.num_accepted_tokens += value
+    return counters if found else None
+
+
+async def fetch_spec_decode(session: aiohttp.ClientSession, base_url: str) -> SpecDecodeCounters | None:
+    try:
+        async with session.get(f"{base_url}/metrics") as resp:
+            if resp.status != 200:
+                return None
+            return parse_spec_decode(await resp.text())
+    except (asyncio.TimeoutError, aiohttp.ClientError):
+        return None
+
+
+def spec_decode_stats(before: SpecDecodeCounters | None, after: SpecDecodeCounters | None) -> dict[str, Any] | None:
+    """What the run did: the counters' differences, as vLLM reports them (None without drafts)."""
+    if before is None or after is None:
+        return None
+    drafts = after.num_drafts - before.num_drafts
+    draft_tokens = after.num_draft_tokens - before.num_draft_tokens
+    accepted = after.num_accepted_tokens - before.num_accepted_tokens
+    if draft_tokens <= 0:
+        return None
+    per_pos: list[float] = []
+    if drafts > 0:
+        for pos in sorted(set(before.accepted_per_pos) | set(after.accepted_per_pos)):
+            was = before.accepted_per_pos.get(pos, 0)
+            per_pos.append((after.accepted_per_pos.get(pos, was) - was) / drafts)
+    return {
+        "spec_decode_acceptance_rate": accepted / draft_tokens * 100,
+        "spec_decode_acceptance_length": 1 + accepted / drafts if drafts > 0 else 0.0,
+        "spec_decode_num_drafts": drafts,
+        "spec_decode_draft_tokens": draft_tokens,
+        "spec_decode_accepted_tokens": accepted,
+        "spec_decode_per_position_acceptance_rates": per_pos,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,6 +550,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             async with gate:
                 return await send(sample)
 
+        spec_before = await fetch_spec_decode(session, base)
         delays = arrival_delays(len(samples), args.request_rate, args.burstiness, random.Random(args.seed))
         start = time.perf_counter()
         tasks = []
@@ -473,6 +561,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             tasks.append(asyncio.ensure_future(limited(sample)))
         outputs = await asyncio.gather(*tasks)
         duration = time.perf_counter() - start
+        spec = spec_decode_stats(spec_before, await fetch_spec_decode(session, base))
 
     m = compute_metrics(samples, outputs, duration, percentiles, goodput)
     print("{s:{c}^{n}}".format(s=" Serving Benchmark Result ", n=50, c="="))
@@ -506,11 +595,14 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "output_lens": m["output_lens"],
         "ttfts": [o.ttft for o in outputs],
         "itls": [o.itl for o in outputs],
+        "latencies": [o.latency for o in outputs],
+        "start_times": [o.start_time for o in outputs],
         "generated_texts": [o.generated_text for o in outputs],
         "errors": [o.error for o in outputs],
         "max_output_tokens_per_s": m["max_output_tokens_per_s"],
         "max_concurrent_requests": m["max_concurrent_requests"],
     }
+    result.update(spec or {})
     headers_of = {
         "ttft": "Time to First Token",
         "tpot": "Time per Output Token (excl. 1st token)",
@@ -530,6 +622,17 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             word = str(int(p)) if int(p) == p else str(p)
             _print_row(f"P{word} {upper} (ms):", value, ".2f")
             result[f"p{word}_{name}_ms"] = value
+    if spec is not None:
+        print("{s:{c}^{n}}".format(s="Speculative Decoding", n=50, c="-"))
+        _print_row("Acceptance rate (%):", spec["spec_decode_acceptance_rate"], ".2f")
+        _print_row("Acceptance length:", spec["spec_decode_acceptance_length"], ".2f")
+        _print_row("Drafts:", spec["spec_decode_num_drafts"])
+        _print_row("Draft tokens:", spec["spec_decode_draft_tokens"])
+        _print_row("Accepted tokens:", spec["spec_decode_accepted_tokens"])
+        if spec["spec_decode_per_position_acceptance_rates"]:
+            print("Per-position acceptance (%):")
+            for pos, rate in enumerate(spec["spec_decode_per_position_acceptance_rates"]):
+                _print_row(f"  Position {pos}:", rate * 100, ".2f")
     print("=" * 50)
 
     now = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -552,7 +655,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     result_json["max_concurrency"] = args.max_concurrency
     result_json.update(result)
     if not args.save_detailed:
-        for key in ("input_lens", "output_lens", "ttfts", "itls", "generated_texts", "errors"):
+        for key in ("input_lens", "output_lens", "start_times", "ttfts", "itls", "generated_texts", "errors"):
             result_json.pop(key, None)
     if args.save_result or args.append_result:
         label = args.label or args.backend

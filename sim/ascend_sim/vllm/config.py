@@ -34,6 +34,7 @@ DEFAULT_MAX_POSITION_EMBEDDINGS = 196608
 # Ascend attention backends use 128-token KV blocks.
 DEFAULT_BLOCK_SIZE = 128
 DEFAULT_MAX_NUM_SEQS = 256
+DEFAULT_MAX_LOGPROBS = 20  # vLLM's ModelConfig.max_logprobs
 DEFAULT_KV_PORT = 14579  # vLLM's KVTransferConfig.kv_port default
 DEFAULT_DP_ADDRESS = "127.0.0.1"
 DEFAULT_DP_RPC_PORT = 29550
@@ -133,6 +134,8 @@ class ServeConfig:
     enable_prefix_caching: bool
     enable_prompt_tokens_details: bool
     enable_force_include_usage: bool
+    max_logprobs: int
+    enable_tokenizer_info_endpoint: bool
     disable_access_log: bool
     disable_log_stats: bool
     headless: bool
@@ -427,6 +430,8 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
         enable_prefix_caching=args.enable_prefix_caching is not False,
         enable_prompt_tokens_details=bool(args.enable_prompt_tokens_details),
         enable_force_include_usage=bool(args.enable_force_include_usage),
+        max_logprobs=args.max_logprobs if args.max_logprobs is not None else DEFAULT_MAX_LOGPROBS,
+        enable_tokenizer_info_endpoint=bool(args.enable_tokenizer_info_endpoint),
         disable_access_log=bool(args.disable_uvicorn_access_log),
         disable_log_stats=bool(args.disable_log_stats),
         headless=bool(args.headless),

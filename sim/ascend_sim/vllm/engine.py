@@ -7,8 +7,35 @@ Latency model (environment, seconds; both may be 0, e.g. for proxy benchmarks):
   (it pays the TCP pull instead).
 - ``VLLM_SIM_DECODE_S_PER_TOKEN`` (default 0.02): the time between two output tokens (one
   decode step; the running requests step together, as in a batch).
+- ``VLLM_SIM_SPEC_ACCEPTANCE`` (default 0.7): with ``--speculative-config``, the chance that
+  each draft token is accepted (a draft position counts only if every earlier one was). A
+  decode step verifies ``num_speculative_tokens`` drafts, and the accepted ones are its next
+  tokens, counted in vLLM's spec-decode metrics. The timing stays one token per step: vLLM
+  streams a step's tokens as one event, the simulator's API one event per token, so emitting
+  them at once would show as zero inter-token latencies that real vLLM never reports.
 
 At most ``--max-num-seqs`` requests run at once; the others wait (``num_requests_waiting``).
+
+Data parallelism: the ranks of a DP group of a MoE model (every model the simulator knows is
+one) run each forward pass together, so a rank that is gone (``dp.GroupLink.lost``) breaks
+the group, and how this engine notices depends on where its next forward pass waits:
+
+- on HCCL (the MoE token exchange across the expert-parallel group): forever -- running and
+  new requests stall and ``/health`` still answers 200 -- until HCCL aborts the collective after
+  ``HCCL_EXEC_TIMEOUT`` seconds (CANN's default 1836; 0 = never, as in CANN; vLLM-Ascend raises
+  ``VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS`` above it so that HCCL fires first). That is every pass
+  in flight when the rank is lost, and every pass of a KV-consumer (decode) rank, whose
+  vLLM-Ascend model runner skips the per-step DP all-reduce (MC2);
+- on the per-step all-reduce of the batch metadata over the DP group's Gloo (TCP) group, which
+  vLLM-Ascend does first in every pass of the other ranks: Gloo already saw the dead process's
+  connection close, so that pass fails at once ("Connection closed by peer").
+
+Either way the engine core dies of it: every request fails, ``/health`` is 503 and the server
+exits (``serve``). The group runs in waves, as with vLLM's DP coordinator: while any rank has
+requests every rank runs forward passes (dummy batches when it has none), so a rank lost
+mid-wave leaves even an idle survivor stuck in HCCL at once; a rank lost while the whole group
+is idle goes unnoticed until the next request.
+
 The prefix cache (on unless ``--no-enable-prefix-caching``) remembers prompt blocks of
 ``--block-size`` tokens (hash-chained, LRU, bounded); a hit is reported in
 ``usage.prompt_tokens_details.cached_tokens`` with ``--enable-prompt-tokens-details``.
@@ -20,6 +47,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import random
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -28,10 +56,15 @@ from typing import Any
 
 from ascend_sim.vllm import kv, logs
 from ascend_sim.vllm.config import ServeConfig
+from ascend_sim.vllm.dp import GroupLink
 from ascend_sim.vllm.metrics import Metrics
 from ascend_sim.vllm.tokens import digest
 
 log = logs.get_logger("core.py", proc="EngineCore")
+worker_log = logs.get_logger("multiproc_executor.py", proc="Worker")
+
+HCCL_EXEC_TIMEOUT_DEFAULT = 1836.0  # seconds, CANN's default on Atlas A2/A3
+ENGINE_DEAD_MESSAGE = "EngineCore encountered an issue. See stack trace (above) for the root cause."
 
 
 class EngineDeadError(Exception):
@@ -95,8 +128,17 @@ class Engine:
         self.cfg = cfg
         self.metrics = metrics
         self.dead = False
+        self.died = asyncio.Event()
+        self.group: GroupLink | None = None  # see join_group()
+        self._stuck_collective: asyncio.Future[None] | None = None
+        self._group_watch: asyncio.Future[None] | None = None
+        self._active = 0  # requests inside generate(), waiting or running
+        # vLLM-Ascend skips the per-step DP metadata all-reduce (Gloo) on KV-consumer ranks of a
+        # MoE model (MC2 decode); every other rank does it first in each forward pass.
+        self._dp_allreduce_per_step = not (cfg.kv_transfer is not None and cfg.kv_transfer.is_consumer)
         self.prefill_s = _env_float("VLLM_SIM_PREFILL_S_PER_TOKEN", 0.00005)
         self.decode_s = _env_float("VLLM_SIM_DECODE_S_PER_TOKEN", 0.02)
+        self.spec_acceptance = min(1.0, _env_float("VLLM_SIM_SPEC_ACCEPTANCE", 0.7))
         self._slots = asyncio.Semaphore(cfg.max_num_seqs)
         self._step_waiters: list[asyncio.Future[None]] = []
         self._ranks = itertools.cycle(cfg.local_dp_ranks)
@@ -147,7 +189,20 @@ class Engine:
     async def generate(self, job: Job) -> AsyncIterator[str]:
         """Yield the job's output tokens with the latency model; fills ``job.kv_out``."""
         if self.dead:
-            raise EngineDeadError("EngineCore encountered an issue. See stack trace (above) for the root cause.")
+            raise EngineDeadError(ENGINE_DEAD_MESSAGE)
+        self._active += 1
+        if self._active == 1 and self.group is not None:
+            self.group.announce_busy(True)
+        try:
+            async with contextlib.aclosing(self._generate(job)) as tokens:
+                async for token in tokens:
+                    yield token
+        finally:
+            self._active -= 1
+            if self._active == 0 and self.group is not None:
+                self.group.announce_busy(False)
+
+    async def _generate(self, job: Job) -> AsyncIterator[str]:
         self.metrics.waiting += 1
         try:
             await self._slots.acquire()
@@ -159,6 +214,11 @@ class Engine:
             rank = next(self._ranks)
             self.metrics.prompt_tokens += len(job.prompt_tokens)
             remote = self._remote_prefill_params(job)
+            try:
+                await self._forward_pass()
+            except EngineDeadError:
+                finished = "error"
+                raise
             if remote is not None:
                 transfer = self.cfg.kv_transfer
                 assert transfer is not None
@@ -183,14 +243,20 @@ class Engine:
                 if self.prefill_s and compute > 0:
                     await asyncio.sleep(self.prefill_s * compute)
             last = time.monotonic()
+            drafts = random.Random(digest(job.request_id))
+            accepted_left = 0  # draft tokens accepted by the current step, still to emit
             for i, token in enumerate(job.output):
-                if self.dead:
+                try:
+                    await self._forward_pass()
+                except EngineDeadError:
                     finished = "error"
-                    raise EngineDeadError(
-                        "EngineCore encountered an issue. See stack trace (above) for the root cause."
-                    )
+                    raise
                 if i > 0 and self.decode_s:
                     await self._decode_step()
+                if i > 0 and accepted_left:
+                    accepted_left -= 1  # a draft this request's last verification accepted
+                elif i > 0:
+                    accepted_left = self._verify_drafts(drafts)
                 now = time.monotonic()
                 if i == 0:
                     job.first_token_at = now
@@ -210,6 +276,74 @@ class Engine:
                 self.metrics.success[finished] += 1
             self.metrics.e2e.observe(time.monotonic() - job.arrival)
             self.metrics.kv_cache_usage = self._kv_usage()
+
+    def join_group(self, link: GroupLink) -> None:
+        """The DP group is complete (``serve``): from now on its forward passes are collective."""
+        self.group = link
+        self._group_watch = asyncio.ensure_future(self._watch_group(link))
+
+    def leave_group(self) -> None:
+        """Shutting down: leave the group (its other ranks will find this one lost)."""
+        for task in (self._group_watch, self._stuck_collective):
+            if task is not None:
+                task.cancel()
+        if self.group is not None:
+            self.group.close()
+
+    async def _watch_group(self, link: GroupLink) -> None:
+        await link.broken.wait()
+        if link.stuck_at_loss:  # lost mid-wave: this engine is inside a collective right now
+            self._start_stuck_collective(link)
+
+    def _start_stuck_collective(self, link: GroupLink) -> None:
+        if self._stuck_collective is None:
+            self._stuck_collective = asyncio.ensure_future(self._collective_timeout(list(link.lost)))
+
+    async def _forward_pass(self) -> None:
+        """Enter a forward pass: raises once the engine is dead; with a DP rank lost, dies (module docstring)."""
+        if self.dead:
+            raise EngineDeadError(ENGINE_DEAD_MESSAGE)
+        group = self.group
+        if group is None or not group.broken.is_set():
+            return
+        if self._stuck_collective is None and not group.stuck_at_loss and self._dp_allreduce_per_step:
+            worker_log.error(
+                "RuntimeError: [../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer "
+                "(DP rank(s) %s of the data parallel group are gone)",
+                group.lost,
+            )
+            self.kill("RuntimeError: Connection closed by peer (all_reduce over the DP group)")
+            raise EngineDeadError(ENGINE_DEAD_MESSAGE)
+        # This pass (or the one in flight) waits on a collective that never completes; every
+        # other request waits behind it (one engine core, one batch).
+        self._start_stuck_collective(group)
+        await self.died.wait()
+        raise EngineDeadError(ENGINE_DEAD_MESSAGE)
+
+    async def _collective_timeout(self, lost: list[int]) -> None:
+        timeout = _env_float("HCCL_EXEC_TIMEOUT", HCCL_EXEC_TIMEOUT_DEFAULT)
+        if timeout == 0:
+            return  # HCCL_EXEC_TIMEOUT=0: the collective never times out, the engine hangs for good
+        await asyncio.sleep(timeout)
+        # Shaped like the HCCL error an operator greps for (EI0002, "notify wait timeout").
+        worker_log.error(
+            "EI0002: HCCL notify wait timeout occurred during task execution, timeout=%gs (HCCL_EXEC_TIMEOUT): "
+            "DP rank(s) %s of the data parallel group are gone and never joined the collective",
+            timeout,
+            lost,
+        )
+        self.kill("RuntimeError: ACL stream synchronize failed, error code:507035 (HCCL collective timed out)")
+
+    def _verify_drafts(self, rng: random.Random) -> int:
+        """One decode step's speculative verification: the draft tokens accepted (0 without drafts)."""
+        k = self.metrics.num_speculative_tokens
+        if not k:
+            return 0
+        accepted = 0
+        while accepted < k and rng.random() < self.spec_acceptance:
+            accepted += 1
+        self.metrics.observe_draft(accepted)
+        return accepted
 
     async def _decode_step(self) -> None:
         """Wait for the next decode step of the batch.
@@ -259,10 +393,16 @@ class Engine:
         busy = self.metrics.running * 8 + parked
         return min(1.0, busy / capacity)
 
-    def kill(self) -> None:
+    def kill(self, cause: str | None = None) -> None:
         if not self.dead:
             self.dead = True
-            log.error("EngineCore encountered a fatal error (simulated). The engine is dead: /health now returns 503.")
+            self.died.set()
+            if cause is None:
+                log.error(
+                    "EngineCore encountered a fatal error (simulated). The engine is dead: /health now returns 503."
+                )
+            else:
+                log.error("EngineCore encountered a fatal error. %s", cause)
 
     async def drain(self, timeout: float) -> None:
         """Wait (up to ``timeout``) for running requests to finish (graceful shutdown)."""

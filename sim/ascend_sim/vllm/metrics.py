@@ -2,7 +2,9 @@
 
 A subset of what vLLM exports, enough for dashboards and the collection's checks:
 running/waiting requests, prompt/generation token counters, finished requests by reason,
-KV cache usage, and the TTFT, inter-token and end-to-end latency histograms.
+KV cache usage, the TTFT, inter-token and end-to-end latency histograms, and with
+``--speculative-config`` vLLM's speculative-decoding counters (drafts, draft tokens, accepted
+tokens, accepted tokens per draft position), which ``vllm bench serve`` reads.
 """
 
 from __future__ import annotations
@@ -55,8 +57,14 @@ class Histogram:
 class Metrics:
     """Counters of one server process; engine index 0 (vLLM labels per engine)."""
 
-    def __init__(self, model_name: str) -> None:
+    def __init__(self, model_name: str, num_speculative_tokens: int = 0) -> None:
         self.model_name = model_name
+        # vLLM registers the spec-decode counters only when speculative decoding is configured.
+        self.num_speculative_tokens = num_speculative_tokens
+        self.spec_drafts = 0
+        self.spec_draft_tokens = 0
+        self.spec_accepted = 0
+        self.spec_accepted_per_pos = [0] * num_speculative_tokens
         self.running = 0
         self.waiting = 0
         self.prompt_tokens = 0
@@ -68,6 +76,14 @@ class Metrics:
         self.e2e = Histogram(E2E_BUCKETS)
         self.prefix_queries = 0
         self.prefix_hits = 0
+
+    def observe_draft(self, accepted: int) -> None:
+        """One verification of ``num_speculative_tokens`` draft tokens, the first ``accepted`` kept."""
+        self.spec_drafts += 1
+        self.spec_draft_tokens += self.num_speculative_tokens
+        self.spec_accepted += accepted
+        for pos in range(accepted):
+            self.spec_accepted_per_pos[pos] += 1
 
     def render(self) -> str:
         labels = f'engine="0",model_name="{self.model_name}"'
@@ -149,4 +165,16 @@ class Metrics:
             "Histogram of e2e request latency in seconds.",
             self.e2e.render("vllm:e2e_request_latency_seconds", labels),
         )
+        if self.num_speculative_tokens:
+            for name, help_text, value in (
+                ("vllm:spec_decode_num_drafts_total", "Number of spec decoding drafts.", self.spec_drafts),
+                ("vllm:spec_decode_num_draft_tokens_total", "Number of draft tokens.", self.spec_draft_tokens),
+                ("vllm:spec_decode_num_accepted_tokens_total", "Number of accepted tokens.", self.spec_accepted),
+            ):
+                metric(name, "counter", help_text, [f"{name}{{{labels}}} {float(value)}"])
+            name = "vllm:spec_decode_num_accepted_tokens_per_pos_total"
+            per_pos = [
+                f'{name}{{{labels},position="{pos}"}} {float(n)}' for pos, n in enumerate(self.spec_accepted_per_pos)
+            ]
+            metric(name, "counter", "Accepted tokens per draft position.", per_pos)
         return "\n".join(out) + "\n"

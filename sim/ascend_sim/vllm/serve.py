@@ -13,7 +13,12 @@ Order of events, as with the real server (each failure is fatal and named in the
 
 SIGTERM/SIGINT: stop accepting, let running requests finish (up to
 ``VLLM_SIM_DRAIN_SECONDS``, default 5), release the chips, exit 0 -- at any phase.
-SIGUSR1 kills the engine (``/health`` 503) without stopping the process.
+SIGUSR1 kills the engine (``/health`` 503).
+
+Once the engine is dead (SIGUSR1, ``/sim/engine_dead``, or a DP collective that timed out),
+vLLM's launcher watchdog, which looks every 5 s (``VLLM_SIM_WATCHDOG_SECONDS`` here), shuts the
+server down -- exit code 0, as upstream still does (vllm-project/vllm#48966) -- unless
+``VLLM_KEEP_ALIVE_ON_ENGINE_DEATH=1``, which keeps it answering 503/500.
 """
 
 from __future__ import annotations
@@ -93,7 +98,9 @@ class Server:
         self.visible_devices = visible_devices
         self.state_dir = state_dir
         self.handle_signals = handle_signals
-        self.metrics = Metrics(cfg.served_model_names[0])
+        # vLLM's default for a draft model without num_speculative_tokens is its config's; 1 here.
+        num_spec = int(cfg.speculative.get("num_speculative_tokens") or 1) if cfg.speculative else 0
+        self.metrics = Metrics(cfg.served_model_names[0], num_spec)
         self.engine = Engine(cfg, self.metrics)
         self.stop = asyncio.Event()
         self.lease: driver.Lease | None = None
@@ -140,7 +147,7 @@ class Server:
             )
             engine_log.info("Using NPUs %s", chips)
             if cfg.data_parallel_size > 1 and len(cfg.local_dp_ranks) < cfg.data_parallel_size:
-                await self._until_stopped(
+                link = await self._until_stopped(
                     dp.handshake(
                         cfg.data_parallel_address,
                         cfg.data_parallel_rpc_port,
@@ -148,6 +155,8 @@ class Server:
                         cfg.local_dp_ranks,
                     )
                 )
+                if link is not None:
+                    self.engine.join_group(link)
             await self._until_stopped(self._load())
             try:
                 await self.engine.start_kv()
@@ -212,9 +221,19 @@ class Server:
         except _Stopped:
             log.info("Received a stop signal during startup; shutting down.")
             return 0
-        await self.stop.wait()
+        await self._until_exit()
         await self.shutdown()
         return 0
+
+    async def _until_exit(self) -> None:
+        """Until SIGTERM/SIGINT, or until the watchdog finds the engine dead (module docstring)."""
+        keep_alive = _env_flag("VLLM_KEEP_ALIVE_ON_ENGINE_DEATH")
+        interval = max(0.01, float(os.environ.get("VLLM_SIM_WATCHDOG_SECONDS", "5")))
+        while not self.stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), interval)
+            if self.engine.dead and not keep_alive and not self.stop.is_set():
+                return
 
     async def _load(self) -> None:
         seconds = float(os.environ.get("VLLM_SIM_LOAD_SECONDS", "3"))
@@ -279,6 +298,7 @@ class Server:
     async def _cleanup(self, sock: socket.socket | None) -> None:
         if sock is not None:
             sock.close()
+        self.engine.leave_group()
         if self._stats_task is not None:
             self._stats_task.cancel()
             self._stats_task = None
@@ -289,6 +309,14 @@ class Server:
         if self.lease is not None:
             self.lease.release()
             self.lease = None
+
+
+def _env_flag(name: str) -> bool:
+    """A vLLM boolean environment variable (``bool(int(value))``; unparsable counts as unset here)."""
+    try:
+        return bool(int(os.environ.get(name, "0") or "0"))
+    except ValueError:
+        return False
 
 
 def run_serve(argv: list[str]) -> int:

@@ -205,7 +205,9 @@ class FakeBackend:
         self.name, self.phase = name, phase
         self.seen: List[Seen] = []  # every request but /health
         self.health_status = 200
+        self.metrics_text = ""  # what GET /metrics answers (vLLM's Prometheus text)
         self.behaviour: Optional[Handler] = None  # None: answer like vLLM (vllm_answer)
+        self.tokenizer_behaviour: Optional[Handler] = None  # None: /tokenize etc. answer like vLLM
         self.cancelled = 0  # generation handlers cancelled because the proxy went away
         self.port = 0
         self.runner: Optional[web.AppRunner] = None
@@ -220,6 +222,10 @@ class FakeBackend:
         app.router.add_post(COMPLETIONS, self._generate)
         app.router.add_get("/health", self._health)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/tokenize", self._tokenizer)
+        app.router.add_post("/detokenize", self._tokenizer)
+        app.router.add_get("/tokenizer_info", self._tokenizer)
+        app.router.add_get("/metrics", self._metrics)
         # Cancel a handler when its client (the proxy) goes away, as vLLM aborts the request.
         self.runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self.runner.setup()
@@ -236,9 +242,25 @@ class FakeBackend:
     async def _health(self, _request: web.Request) -> web.Response:
         return web.Response(status=self.health_status)
 
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(text=self.metrics_text, content_type="text/plain")
+
     async def _models(self, request: web.Request) -> web.Response:
         self.seen.append(Seen(request.path, request.headers.copy(), {}))
         return web.json_response({"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": self.name}]})
+
+    async def _tokenizer(self, request: web.Request) -> web.StreamResponse:
+        """vLLM's tokenizer routes: one id per character here, and the instance named."""
+        body = await request.json() if request.can_read_body else {}
+        self.seen.append(Seen(request.path, request.headers.copy(), body))
+        if self.tokenizer_behaviour is not None:
+            return await self.tokenizer_behaviour(self, request, body)
+        if request.path == "/tokenize":
+            ids = [ord(c) for c in body["prompt"]]
+            return web.json_response({"count": len(ids), "max_model_len": 4096, "tokens": ids, "token_strs": None})
+        if request.path == "/detokenize":
+            return web.json_response({"prompt": "".join(chr(i) for i in body["tokens"])})
+        return web.json_response({"tokenizer_class": "GPT2Tokenizer", "eos_token": "[e~[", "served_by": self.name})
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

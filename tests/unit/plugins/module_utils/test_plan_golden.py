@@ -134,7 +134,11 @@ def servers(document: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def our_command(server: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    return server["argv"][2], parse_flags(server["argv"][3:])
+    flags = parse_flags(server["argv"][3:])
+    # Not in the guide: every server serves /tokenizer_info, which lm-eval's remote tokenizer
+    # needs (playbooks/evaluate.yml).
+    assert flags.pop("enable-tokenizer-info-endpoint") is True
+    return server["argv"][2], flags
 
 
 def assert_same_flags(ours: dict[str, Any], seed: dict[str, Any], deviations: dict[str, Any]) -> None:

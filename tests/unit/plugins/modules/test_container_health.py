@@ -229,8 +229,10 @@ def test_loading_then_healthy(docker: Docker, serve: Callable[[Script], Server])
         args({"name": "vllm-decode-dp0", "url": fast.url}, {"name": "vllm-decode-dp1", "url": loading.url}),
     )
     found = by_name(result)
-    # Each its own time: the first at its first poll, the second once its server said 200.
-    assert found["vllm-decode-dp0"]["elapsed"] < 0.7 <= found["vllm-decode-dp1"]["elapsed"] < 2.5
+    # Each its own time: the first at its first poll, the second once its server said 200 (only
+    # lower bounds and the order: on a loaded machine any poll can be late).
+    assert found["vllm-decode-dp0"]["elapsed"] < found["vllm-decode-dp1"]["elapsed"]
+    assert found["vllm-decode-dp1"]["elapsed"] >= 0.8
     assert found["vllm-decode-dp1"]["answer"] == "HTTP 200"
     assert found["vllm-decode-dp1"]["started_at"] == RUNNING_STARTED_AT
     # The healthy one is not polled again while the other loads.
