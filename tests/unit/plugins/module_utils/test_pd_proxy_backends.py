@@ -205,7 +205,7 @@ def _auth() -> Dict[str, str]:
     return {"Authorization": f"Bearer {KEY}"}
 
 
-def _until(predicate: Any, timeout: float = 5.0) -> None:
+def _until(predicate: Any, timeout: float = 30.0) -> None:
     end = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < end, "condition still false"
