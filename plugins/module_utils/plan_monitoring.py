@@ -97,11 +97,8 @@ def monitoring_record(
         if port is None:
             continue
         taken = list(hosts[name]["ports"]) if name in hosts else []
-        taken += [
-            {"first": e["port"], "last": e["port"], "what": "node exporter port", "variable": "ascend_node_exporter_port"}
-            for e in exporters
-            if e["host"] == name
-        ]
+        exporter = {"what": "node exporter port", "variable": "ascend_node_exporter_port"}
+        taken += [{"first": e["port"], "last": e["port"], **exporter} for e in exporters if e["host"] == name]
         _collides(name, port, "ascend_prometheus_port", taken, issues)
         address = _address(name, hosts, view)
         prometheus.append({"host": name, "ip": address, "port": port, "url": f"http://{address}:{port}"})
@@ -109,7 +106,5 @@ def monitoring_record(
     return {
         "prometheus": prometheus,
         "exporters": exporters,
-        "scrape": [
-            {"job": job, "metrics_path": METRICS_PATH, "targets": targets[job]} for job in JOBS if targets[job]
-        ],
+        "scrape": [{"job": job, "metrics_path": METRICS_PATH, "targets": targets[job]} for job in JOBS if targets[job]],
     }
