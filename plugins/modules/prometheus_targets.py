@@ -31,7 +31,7 @@ options:
     required: true
   targets:
     description:
-      - The targets Prometheus must scrape, as the plan's C(monitoring.scrape) jobs list them:
+      - The targets Prometheus must scrape, as the plan's C(monitoring.scrape) jobs list them,
         each C({job, target, labels}) (C(target) being C(address:port)). The filter
         C(ascend.vllm.prometheus_expected_targets) makes this list from the plan's record.
     type: list
