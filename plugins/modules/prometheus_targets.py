@@ -72,6 +72,7 @@ attributes:
   diff_mode:
     support: none
   platform:
+    support: full
     platforms: posix
 seealso:
   - module: ascend.vllm.container_health
