@@ -29,6 +29,10 @@ from ansible_collections.ascend.vllm.plugins.module_utils.plan_values import Hos
 
 JOBS = ("vllm", "pd_proxy", "node")
 METRICS_PATH = "/metrics"
+# The proxy's /metrics also relays its instances' vLLM speculative-decoding counters (for
+# `vllm bench serve`, which reads them through the endpoint); Prometheus scrapes the instances
+# themselves, so it asks the proxy for its own series only, or it would count them twice.
+PARAMS = {"pd_proxy": {"relay": ["false"]}}
 
 
 def monitoring_hosts(members: Mapping[str, Sequence[str]], mode: str) -> List[str]:
@@ -106,5 +110,9 @@ def monitoring_record(
     return {
         "prometheus": prometheus,
         "exporters": exporters,
-        "scrape": [{"job": job, "metrics_path": METRICS_PATH, "targets": targets[job]} for job in JOBS if targets[job]],
+        "scrape": [
+            {"job": job, "metrics_path": METRICS_PATH, "params": PARAMS.get(job, {}), "targets": targets[job]}
+            for job in JOBS
+            if targets[job]
+        ],
     }

@@ -37,15 +37,13 @@ def prometheus_config(
     """``prometheus.yml`` as data: one static config per target (each has its own labels)."""
     jobs = []
     for job in record.get("scrape") or []:
-        jobs.append(
-            {
-                "job_name": job["job"],
-                "metrics_path": job["metrics_path"],
-                "static_configs": [
-                    {"targets": [target["target"]], "labels": dict(target["labels"])} for target in job["targets"]
-                ],
-            }
-        )
+        config: Dict[str, Any] = {"job_name": job["job"], "metrics_path": job["metrics_path"]}
+        if job.get("params"):
+            config["params"] = {name: list(values) for name, values in job["params"].items()}
+        config["static_configs"] = [
+            {"targets": [target["target"]], "labels": dict(target["labels"])} for target in job["targets"]
+        ]
+        jobs.append(config)
     return {
         "global": {
             "scrape_interval": scrape_interval,

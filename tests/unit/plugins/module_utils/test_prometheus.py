@@ -71,6 +71,14 @@ def test_the_configuration_scrapes_every_target_of_the_plan_with_its_labels() ->
     assert len(scraped) == 4 + 1 + 2
 
 
+def test_the_proxy_is_asked_for_its_own_series_only() -> None:
+    """Its /metrics relays the instances' spec-decode counters (for `vllm bench serve`); Prometheus
+    scrapes the instances themselves and would count those twice."""
+    config = prometheus_config(ok(plan())["monitoring"], RULES, "15s", "10s", "30s")
+    params = {job["job_name"]: job.get("params") for job in config["scrape_configs"]}
+    assert params == {"vllm": None, "pd_proxy": {"relay": ["false"]}, "node": None}
+
+
 def test_states_name_what_is_not_up_and_what_prometheus_does_not_scrape() -> None:
     record = ok(plan())["monitoring"]
     expected = expected_targets(record)
