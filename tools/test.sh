@@ -48,6 +48,10 @@ if ((${#scenarios[@]})); then
   done
 fi
 
+step "promtool (the monitoring role's rules are checked and unit-tested with it)"
+tools/promtool.sh
+export ASCEND_REQUIRE_PROMTOOL=1
+
 # Last, so that its closing line is the run's summary.
 step "pytest"
 pytest

@@ -3,12 +3,14 @@
 """The deployment plan: the inventory's choices + the shipped catalogue -> one document. Pure.
 
 ``build_plan(hostvars, groups, catalogue)`` takes each host's ``ascend_*`` variables (plain
-data), the inventory groups (``single``, ``prefill``, ``decode``, ``proxy``) and the catalogue
+data), the inventory groups (``single``, ``prefill``, ``decode``, ``proxy``, and the optional
+``monitoring``) and the catalogue
 (catalogue/: models, recipes, defaults) and returns ``{"plan": document, "errors": [...],
 "warnings": [...], "table": [...]}``. The document is the plan's public contract, schema
 ``ascend.vllm/plan`` version 1, described in docs/plan.md: its instances, and per host the
 servers (one record per ``vllm serve`` container) with their argv, environment, container,
-weights and every port they bind, the PD proxy, the network and host tuning. ``plan`` is None
+weights and every port they bind, the PD proxy, the network and host tuning; and what
+Prometheus scrapes (plan_monitoring). ``plan`` is None
 while there are errors. An issue is ``{"host", "variable", "message", "text"}``: every problem
 names the host (or the group) and the inventory variable to change.
 
@@ -41,6 +43,7 @@ from ansible_collections.ascend.vllm.plugins.module_utils.plan_checks import (
     check_prefill_tp,
     server_claims,
 )
+from ansible_collections.ascend.vllm.plugins.module_utils.plan_monitoring import monitoring_record
 from ansible_collections.ascend.vllm.plugins.module_utils.plan_placement import (
     Host,
     Server,
@@ -80,7 +83,8 @@ from ansible_collections.ascend.vllm.plugins.module_utils.text_table import form
 
 SCHEMA = "ascend.vllm/plan"
 SCHEMA_VERSION = 1
-GROUPS = ("single", "prefill", "decode", "proxy")
+# monitoring: the hosts that run Prometheus (plan_monitoring); optional.
+GROUPS = ("single", "prefill", "decode", "proxy", "monitoring")
 PREFIX = "ascend_"
 TABLE_COLUMNS = ("Host", "Instance", "DP rank", "TP", "Chips", "Port", "KV ports", "Container")
 # Deployment-wide variables: one inventory plans one deployment.
@@ -262,6 +266,8 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]], groups: Mapping[str, A
     servers = _place(choices, members, hosts, specs, issues)
     check_chips_unique(servers, issues)
     document = _render(choices, members, hosts, specs, models, servers, issues)
+    if not issues.errors:
+        document["monitoring"] = monitoring_record(document, members, views, issues)
     return _finish(None if issues.errors else document, issues)
 
 

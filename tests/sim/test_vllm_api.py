@@ -342,7 +342,9 @@ def test_metrics(servers: Dict[str, InProcessServer]) -> None:
     assert values[f"vllm:prompt_tokens_total{{{labels}}}"] > 0
     assert values[f"vllm:generation_tokens_total{{{labels}}}"] >= 3
     assert values[f"vllm:time_to_first_token_seconds_count{{{labels}}}"] >= 1
-    assert values[f'vllm:request_success_total{{{labels},finished_reason="length"}}'] >= 1
+    # prometheus_client prints labels sorted by name
+    assert values[f'vllm:request_success_total{{engine="0",finished_reason="length",model_name="{MODEL_NAME}"}}'] >= 1
+    assert values[f'vllm:time_to_first_token_seconds_bucket{{engine="0",le="+Inf",model_name="{MODEL_NAME}"}}'] >= 1
     assert "# TYPE vllm:time_to_first_token_seconds histogram" in text
 
 

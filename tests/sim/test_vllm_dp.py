@@ -42,8 +42,11 @@ def test_group_serves_only_when_every_rank_joined(tmp_path: Path) -> None:
             rank1 = InProcessServer(model, rank_args(1, 2, rpc), chips=[2, 3], state_dir=node, wait=False)
             rank0.started.result(10)
             rank1.started.result(10)
-            for server in (rank0, rank1):
+            for rank, server in enumerate((rank0, rank1)):
                 assert http(server.url + "/health")[0] == 200
+                # vLLM labels an external DP rank's metrics with the engine core it manages: its rank
+                metrics = http(server.url + "/metrics")[2].decode()
+                assert f'vllm:num_requests_running{{engine="{rank}",model_name=' in metrics
             assert "All 2 data parallel engines are up" in logs.getvalue()
             assert sorted(h["logic_id"] for h in st.live_holders(node)) == [0, 1, 2, 3]
         finally:

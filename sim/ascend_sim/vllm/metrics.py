@@ -4,7 +4,12 @@ A subset of what vLLM exports, enough for dashboards and the collection's checks
 running/waiting requests, prompt/generation token counters, finished requests by reason,
 KV cache usage, the TTFT, inter-token and end-to-end latency histograms, and with
 ``--speculative-config`` vLLM's speculative-decoding counters (drafts, draft tokens, accepted
-tokens, accepted tokens per draft position), which ``vllm bench serve`` reads.
+tokens, accepted tokens per draft position), which ``vllm bench serve`` reads. Names, types,
+help texts and buckets are those of vLLM's ``PrometheusStatLogger``
+(vllm/v1/metrics/loggers.py). Every series carries ``model_name`` (the first
+``--served-model-name``) and ``engine``: the index of the engine core the API server manages,
+which for external data parallelism (``--data-parallel-rank R``, one ``vllm serve`` per rank)
+is ``R``. Labels are printed sorted by name, as prometheus_client prints them.
 """
 
 from __future__ import annotations
@@ -42,23 +47,30 @@ class Histogram:
         self.total += value
         self.n += 1
 
-    def render(self, name: str, labels: str) -> list[str]:
+    def render(self, name: str, labels: dict[str, str]) -> list[str]:
         lines: list[str] = []
         running = 0
         for bound, count in zip(self.buckets, self.counts):
             running += count
-            lines.append(f'{name}_bucket{{{labels},le="{bound}"}} {float(running)}')
-        lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {float(self.n)}')
-        lines.append(f"{name}_count{{{labels}}} {float(self.n)}")
-        lines.append(f"{name}_sum{{{labels}}} {self.total}")
+            lines.append(f"{name}_bucket{label_text(labels, le=str(bound))} {float(running)}")
+        lines.append(f"{name}_bucket{label_text(labels, le='+Inf')} {float(self.n)}")
+        lines.append(f"{name}_count{label_text(labels)} {float(self.n)}")
+        lines.append(f"{name}_sum{label_text(labels)} {self.total}")
         return lines
 
 
-class Metrics:
-    """Counters of one server process; engine index 0 (vLLM labels per engine)."""
+def label_text(labels: dict[str, str], **more: str) -> str:
+    """``{a="1",b="2"}``, sorted by label name as prometheus_client's exposition sorts them."""
+    merged = {**labels, **more}
+    return "{" + ",".join(f'{key}="{merged[key]}"' for key in sorted(merged)) + "}"
 
-    def __init__(self, model_name: str, num_speculative_tokens: int = 0) -> None:
+
+class Metrics:
+    """Counters of one server process, labelled with its engine index (``engine``)."""
+
+    def __init__(self, model_name: str, num_speculative_tokens: int = 0, engine: int = 0) -> None:
         self.model_name = model_name
+        self.engine = engine
         # vLLM registers the spec-decode counters only when speculative decoding is configured.
         self.num_speculative_tokens = num_speculative_tokens
         self.spec_drafts = 0
@@ -86,7 +98,8 @@ class Metrics:
             self.spec_accepted_per_pos[pos] += 1
 
     def render(self) -> str:
-        labels = f'engine="0",model_name="{self.model_name}"'
+        labels = {"engine": str(self.engine), "model_name": self.model_name}
+        plain = label_text(labels)
         out: list[str] = []
 
         def metric(name: str, kind: str, help_text: str, lines: list[str]) -> None:
@@ -100,50 +113,50 @@ class Metrics:
             "vllm:num_requests_running",
             "gauge",
             "Number of requests in model execution batches.",
-            [f"vllm:num_requests_running{{{labels}}} {float(self.running)}"],
+            [f"vllm:num_requests_running{plain} {float(self.running)}"],
         )
         metric(
             "vllm:num_requests_waiting",
             "gauge",
             "Number of requests waiting to be processed.",
-            [f"vllm:num_requests_waiting{{{labels}}} {float(self.waiting)}"],
+            [f"vllm:num_requests_waiting{plain} {float(self.waiting)}"],
         )
         metric(
             "vllm:kv_cache_usage_perc",
             "gauge",
             "KV-cache usage. 1 means 100 percent usage.",
-            [f"vllm:kv_cache_usage_perc{{{labels}}} {self.kv_cache_usage}"],
+            [f"vllm:kv_cache_usage_perc{plain} {self.kv_cache_usage}"],
         )
         metric(
             "vllm:prefix_cache_queries_total",
             "counter",
             "Prefix cache queries, in terms of number of queried tokens.",
-            [f"vllm:prefix_cache_queries_total{{{labels}}} {float(self.prefix_queries)}"],
+            [f"vllm:prefix_cache_queries_total{plain} {float(self.prefix_queries)}"],
         )
         metric(
             "vllm:prefix_cache_hits_total",
             "counter",
             "Prefix cache hits, in terms of number of cached tokens.",
-            [f"vllm:prefix_cache_hits_total{{{labels}}} {float(self.prefix_hits)}"],
+            [f"vllm:prefix_cache_hits_total{plain} {float(self.prefix_hits)}"],
         )
         metric(
             "vllm:prompt_tokens_total",
             "counter",
             "Number of prefill tokens processed.",
-            [f"vllm:prompt_tokens_total{{{labels}}} {float(self.prompt_tokens)}"],
+            [f"vllm:prompt_tokens_total{plain} {float(self.prompt_tokens)}"],
         )
         metric(
             "vllm:generation_tokens_total",
             "counter",
             "Number of generation tokens processed.",
-            [f"vllm:generation_tokens_total{{{labels}}} {float(self.generation_tokens)}"],
+            [f"vllm:generation_tokens_total{plain} {float(self.generation_tokens)}"],
         )
         metric(
             "vllm:request_success_total",
             "counter",
             "Count of successfully processed requests.",
             [
-                f'vllm:request_success_total{{{labels},finished_reason="{r}"}} {float(n)}'
+                f"vllm:request_success_total{label_text(labels, finished_reason=r)} {float(n)}"
                 for r, n in self.success.items()
             ],
         )
@@ -171,10 +184,11 @@ class Metrics:
                 ("vllm:spec_decode_num_draft_tokens_total", "Number of draft tokens.", self.spec_draft_tokens),
                 ("vllm:spec_decode_num_accepted_tokens_total", "Number of accepted tokens.", self.spec_accepted),
             ):
-                metric(name, "counter", help_text, [f"{name}{{{labels}}} {float(value)}"])
+                metric(name, "counter", help_text, [f"{name}{plain} {float(value)}"])
             name = "vllm:spec_decode_num_accepted_tokens_per_pos_total"
             per_pos = [
-                f'{name}{{{labels},position="{pos}"}} {float(n)}' for pos, n in enumerate(self.spec_accepted_per_pos)
+                f"{name}{label_text(labels, position=str(pos))} {float(n)}"
+                for pos, n in enumerate(self.spec_accepted_per_pos)
             ]
             metric(name, "counter", "Accepted tokens per draft position.", per_pos)
         return "\n".join(out) + "\n"

@@ -100,7 +100,10 @@ class Server:
         self.handle_signals = handle_signals
         # vLLM's default for a draft model without num_speculative_tokens is its config's; 1 here.
         num_spec = int(cfg.speculative.get("num_speculative_tokens") or 1) if cfg.speculative else 0
-        self.metrics = Metrics(cfg.served_model_names[0], num_spec)
+        # vLLM's API server labels its metrics with the engine core it manages: the rank itself
+        # under external DP (--data-parallel-rank), else the first of its in-process engines.
+        engine = cfg.data_parallel_rank if cfg.data_parallel_rank is not None else 0
+        self.metrics = Metrics(cfg.served_model_names[0], num_spec, engine)
         self.engine = Engine(cfg, self.metrics)
         self.stop = asyncio.Event()
         self.lease: driver.Lease | None = None
