@@ -107,9 +107,14 @@ def test_take_out_waits_for_the_request_in_flight_then_put_back_waits_until_rout
     gate = live.call(_event())
     s.decode[1].behaviour = stream(sse(chunk(CHAT, "slow "), done=False), sse(chunk(CHAT, "end")), gate=gate)
     s.decode[0].health_status = 200
-    # Two streams: the least-loaded choice puts one on each decode rank.
-    requests = [live.spawn(s.post(CHAT, chat_body(stream=True))) for _ in range(2)]
-    _until(lambda: live.s.in_flight(s.decode[1]) == 1)
+    # Streams one at a time until one is held on decode1: d0 answers at once, so on a slow machine
+    # a first stream can be done before the next is routed (and ties go round-robin).
+    requests: List[Future] = []
+    for _ in range(8):
+        requests.append(live.spawn(s.post(CHAT, chat_body(stream=True))))
+        if _eventually(lambda: live.s.in_flight(s.decode[1]) == 1, timeout=3):
+            break
+    assert live.s.in_flight(s.decode[1]) == 1
 
     out = params(state="absent", record=live.record(), instances=["decode1"], delay=0.05, round_seconds=0.3)
     first = run_round(out, client(live), check_mode=False)
@@ -203,6 +208,15 @@ async def _event() -> asyncio.Event:
 
 def _auth() -> Dict[str, str]:
     return {"Authorization": f"Bearer {KEY}"}
+
+
+def _eventually(predicate: Any, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def _until(predicate: Any, timeout: float = 30.0) -> None:
