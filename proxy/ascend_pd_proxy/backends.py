@@ -164,8 +164,11 @@ class Pool:
 
     # -- choice --------------------------------------------------------------------------------
 
-    def choose(self, exclude: Iterable[str] = (), affinity_key: Optional[str] = None) -> Optional[Backend]:
-        """The backend for the next request, or None when no routable backend is left."""
+    def choose(
+        self, exclude: Iterable[str] = (), affinity_key: Optional[str] = None, *, peek: bool = False
+    ) -> Optional[Backend]:
+        """The backend for the next request, or None when no routable backend is left. ``peek``:
+        only look (the round-robin turn does not move), for a choice made again later."""
         excluded = set(exclude)
         candidates = [b for b in self.backends.values() if b.routable() and b.url not in excluded]
         if not candidates:
@@ -174,7 +177,8 @@ class Pool:
             candidates = [b for b in self.backends.values() if b.state == EJECTED and b.url not in excluded]
         if not candidates:
             return None
-        self._turn += 1
+        if not peek:
+            self._turn += 1
         start = self._turn % len(candidates)
         ordered = candidates[start:] + candidates[:start]  # round-robin among equals
         least = min(ordered, key=Backend.load)

@@ -226,7 +226,10 @@ class Proxy(ServiceEndpoints, Lifecycle):
             # A retry gets its own id: the first pass's KV may still be parked under the old one.
             attempt_id = request_id if attempt == 0 else f"{request_id}-retry{attempt}"
             prefill = self.pools["prefill"].choose(tried["prefill"], affinity)
-            decode = self.pools["decode"].choose(tried["decode"])
+            # Only whether a decode is left: the choice that counts is made after the prefill. Two
+            # turns per request would give idle equals the same one every time (with two decodes,
+            # every request on the first while the load is low).
+            decode = self.pools["decode"].choose(tried["decode"], peek=True)
             if prefill is None or decode is None:
                 failure = failure or self._none_available("prefill" if prefill is None else "decode")
                 break

@@ -164,6 +164,16 @@ async def test_decode_instance_is_chosen_on_the_load_after_the_prefill() -> None
     assert all(r.status == 200 for r in replies)
 
 
+@async_test
+async def test_requests_one_after_another_alternate_between_idle_decode_instances() -> None:
+    """At low load every decode instance is idle when a request comes: ties go round-robin, so
+    one request after another reaches each decode instance in turn, not always the first."""
+    async with running(decodes=2) as s:
+        for _ in range(4):
+            assert (await s.post(CHAT, chat_body())).status == 200
+        assert [len(b.seen) for b in s.decode] == [2, 2]
+
+
 # --- SSE framing ---------------------------------------------------------------------------------------
 
 
