@@ -326,9 +326,24 @@ def _version_file(path: str) -> Dict[str, Any]:
         return {"path": path, "version": None, "error": exc.strerror or str(exc)}
 
 
+def _docker_inspect(run: RunCommand, argv: List[str]) -> Tuple[List[str], Optional[str], str]:
+    """Run a ``docker ... inspect``; the unknown names, an error, and its output.
+
+    A failure that says nothing at all (seen from a busy engine) is tried once more, and if it
+    persists the error names the command and whatever it printed, not a bare exit code.
+    """
+    rc, out, err = run(argv)
+    if rc != 0 and not (err or "").strip():
+        rc, out, err = run(argv)
+    unknown, error = docker_unknown_names(rc, err)
+    if error and not (err or "").strip():
+        said = " ".join((out or "").split())[-300:] or "nothing on stdout or stderr"
+        error = f"'{' '.join(argv[:3])} ...' exited {rc} twice: {said}"
+    return unknown, error, out
+
+
 def _containers(run: RunCommand, docker: str, names: List[str]) -> Tuple[List[Dict[str, Any]], Optional[str]]:
-    rc, out, err = run([docker, "container", "inspect", *names])
-    _unknown, error = docker_unknown_names(rc, err)
+    _unknown, error, out = _docker_inspect(run, [docker, "container", "inspect", *names])
     if error:
         return [], error
     try:
@@ -345,8 +360,7 @@ def _containers(run: RunCommand, docker: str, names: List[str]) -> Tuple[List[Di
 def _images(run: RunCommand, docker: str, names: List[str]) -> Tuple[List[Dict[str, Any]], Optional[str]]:
     # Which of the found images answers which name is not in the answer (tags, digests, short
     # names), but each unknown name is named on standard error.
-    rc, _out, err = run([docker, "image", "inspect", "--format", "{{.Id}}", *names])
-    unknown, error = docker_unknown_names(rc, err)
+    unknown, error, _out = _docker_inspect(run, [docker, "image", "inspect", "--format", "{{.Id}}", *names])
     if error:
         return [], error
     return [{"name": name, "present": name not in unknown} for name in names], None
