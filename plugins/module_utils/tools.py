@@ -57,21 +57,22 @@ def find_tool(module, path: str, option: str, what: str, opt_dirs: Optional[Sequ
 
 
 def reading_run(module) -> Callable[[List[str]], Tuple[int, str, str]]:
-    """``module.run_command`` for tools that always print when they succeed, run again when
-    one exits 0 having printed nothing.
+    """``module.run_command`` for tools that always print something, run again when one
+    printed nothing at all.
 
     ansible-core's run_command can lose the whole output of a command: when its one-second
     select times out it checks whether the child has exited, and a child that wrote and exited
     in between is never read (ansible/ansible#51393, still so in 2.21). It takes a child that
     is silent for a second and a busy host; a module running many queries at once makes it
-    likely. An empty answer with exit code 0 is never a real answer of npu-smi, hccn_tool,
-    the docker CLI or ip, so it is asked again.
+    likely. Neither an answer nor a failure of npu-smi, hccn_tool, the docker CLI or ip is
+    ever silent (a failing ``docker inspect`` names what it does not know on stderr), so an
+    empty output, whatever the exit code, is asked again. The queries are read-only.
     """
 
     def run(argv: List[str]) -> Tuple[int, str, str]:
         for _attempt in range(LOST_OUTPUT_RETRIES):
             rc, out, err = module.run_command(argv)
-            if rc != 0 or out.strip() or err.strip():
+            if out.strip() or err.strip():
                 return rc, out, err
         return module.run_command(argv)
 

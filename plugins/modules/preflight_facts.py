@@ -327,18 +327,16 @@ def _version_file(path: str) -> Dict[str, Any]:
 
 
 def _docker_inspect(run: RunCommand, argv: List[str]) -> Tuple[List[str], Optional[str], str]:
-    """Run a ``docker ... inspect``; the unknown names, an error, and its output.
+    """Run a ``docker ... inspect``: the names it does not know, an error, and its output.
 
-    A failure that says nothing at all (seen from a busy engine) is tried once more, and if it
-    persists the error names the command and whatever it printed, not a bare exit code.
+    ``run`` (tools.reading_run) already asked again when nothing came back; a failure that is
+    still silent names the command, not just an exit code.
     """
     rc, out, err = run(argv)
-    if rc != 0 and not (err or "").strip():
-        rc, out, err = run(argv)
     unknown, error = docker_unknown_names(rc, err)
     if error and not (err or "").strip():
         said = " ".join((out or "").split())[-300:] or "nothing on stdout or stderr"
-        error = f"'{' '.join(argv[:3])} ...' exited {rc} twice: {said}"
+        error = f"'{' '.join(argv[:3])} ...' exited {rc}: {said}"
     return unknown, error, out
 
 

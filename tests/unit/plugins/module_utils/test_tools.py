@@ -27,10 +27,18 @@ def test_an_answer_is_taken_as_it_is() -> None:
     assert len(module.calls) == 1
 
 
-def test_a_failure_is_not_retried() -> None:
-    module = Module((1, "", ""))
-    assert reading_run(module)(["npu-smi", "info"]) == (1, "", "")
+def test_a_failure_that_says_why_is_not_retried() -> None:
+    module = Module((1, "[]\n", "Error: No such container: vllm-decode-dp0\n"))
+    assert reading_run(module)(["docker", "container", "inspect", "vllm-decode-dp0"])[0] == 1
     assert len(module.calls) == 1
+
+
+def test_a_silent_failure_is_asked_again() -> None:
+    # What a busy host made of a failing `docker inspect`: its stderr lost, the exit code kept.
+    module = Module((1, "", ""), (1, "[]\n", "Error: No such container: vllm-decode-dp0\n"))
+    answer = reading_run(module)(["docker", "container", "inspect", "vllm-decode-dp0"])
+    assert answer == (1, "[]\n", "Error: No such container: vllm-decode-dp0\n")
+    assert len(module.calls) == 2
 
 
 def test_lost_output_is_asked_again() -> None:
