@@ -84,11 +84,9 @@ class FaultTable:
             "",
         ]
         for layer in LAYERS:
-            count = sum(r.layer == layer for r in described)
-            if count:
-                lines.append(
-                    f"- {layer}: {count} cases, {sum(r.layer == layer and r.outcome == 'pass' for r in described)} passed"
-                )
+            of_layer = [r for r in described if r.layer == layer]
+            if of_layer:
+                lines.append(f"- {layer}: {len(of_layer)} cases, {sum(r.outcome == 'pass' for r in of_layer)} passed")
         lines += ["", "| case | layer | injected | expected | observed | pass |", "|---|---|---|---|---|---|"]
         for r in described:
             cells = [r.case, r.layer, r.injected, r.expected, r.observed, r.outcome or "not run"]
