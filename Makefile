@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help venv demo test lint sanity unit molecule lock clean bench
+.PHONY: help venv demo test lint sanity unit molecule lock clean bench faults
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ sanity: venv ## ansible-test sanity on the built collection
 
 unit: venv ## Unit tests only (no Docker)
 	@.venv/bin/pytest -m "not docker"
+
+faults: venv ## The fault matrix only; writes docs/faults.md from the run (needs Docker)
+	@tools/docker-engine.sh && sim/ascend-sim build && ASCEND_FAULTS_DOC=$(CURDIR)/docs/faults.md .venv/bin/pytest -m fault
 
 bench: venv ## Proxy overhead benchmark vs direct-to-decode (~5 min; ARGS=--quick for ~1 min)
 	@.venv/bin/python benchmarks/proxy_overhead.py $(ARGS)

@@ -33,6 +33,7 @@ def _link_collection() -> None:
 
 _link_collection()
 
+from tests.faults import TABLE, FaultRecorder  # noqa: E402
 from tests.sim_cluster import SimCluster, cluster_session  # noqa: E402  (needs the path set up above)
 
 
@@ -40,3 +41,24 @@ from tests.sim_cluster import SimCluster, cluster_session  # noqa: E402  (needs 
 def sim_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimCluster]:
     """A 2-node simulated A3 cluster shared by every test of the session that needs one."""
     yield from cluster_session(tmp_path_factory.mktemp("sim-cluster"))
+
+
+@pytest.fixture
+def fault(request: pytest.FixtureRequest) -> FaultRecorder:
+    """One row of the fault matrix (tests/faults.py): describe the case, observe, assert."""
+    return TABLE.recorder(request.node.nodeid)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" or report.failed:
+        TABLE.judge(item.nodeid, report.passed)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    written = TABLE.write()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if written is not None and reporter is not None:
+        reporter.write_line(f"fault matrix written to {written}")

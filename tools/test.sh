@@ -52,6 +52,8 @@ step "promtool (the monitoring role's rules are checked and unit-tested with it)
 tools/promtool.sh
 export ASCEND_REQUIRE_PROMTOOL=1
 
-# Last, so that its closing line is the run's summary.
+# Last, so that its closing line is the run's summary. The fault cases among the tests
+# write their table (tests/faults.py) to docs/faults.md.
+export ASCEND_FAULTS_DOC="$root/docs/faults.md"
 step "pytest"
 pytest
