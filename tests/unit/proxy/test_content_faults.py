@@ -84,7 +84,9 @@ async def test_a_500_from_one_instance_only_is_its_own_fault(fault: FaultRecorde
         while s.state(s.prefill[0]) == "healthy" and len(replies) < 8:
             replies.append(await s.post(CHAT, {**body, "model": "minimax-m2.7"}))
         s.prefill[1].behaviour = None  # p1 was never poisoned: it serves everything
-        fault.observe(f"{len(replies)} requests, statuses {sorted({r.status for r in replies})}, p0 {s.state(s.prefill[0])}")
+        fault.observe(
+            f"{len(replies)} requests, statuses {sorted({r.status for r in replies})}, p0 {s.state(s.prefill[0])}"
+        )
         assert s.state(s.prefill[0]) == "ejected"
         assert all(r.status == 200 for r in replies)
         assert s.state(s.prefill[1]) == "healthy"
