@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from . import log, protocol
 from .admin import AdminAPI
@@ -240,7 +241,10 @@ class Proxy(ServiceEndpoints, Lifecycle):
         try:
             protocol.check_content_type(request.headers.get("Content-Type", ""))
             if (request.content_length or 0) > self.cfg.limits.max_body_bytes:
-                raise protocol.RequestError(413, too_large)  # at once, not after reading it
+                # At once, and the connection closed rather than the body read and thrown away.
+                refusal = self._refused(request, 413, protocol.error_body(413, too_large))
+                refusal.force_close()
+                return refusal
             async with deadline(self.cfg.timeouts.client_body):
                 raw = await request.read()
             body = protocol.parse_client_body(raw, path)
@@ -628,11 +632,33 @@ class Proxy(ServiceEndpoints, Lifecycle):
         return problem
 
 
+class OneLineClientErrors(logging.Filter):
+    """aiohttp logs a request it cannot parse (garbage, a bad Content-Length, a header too long)
+    with a traceback, at error level; it is the client's mistake, not the proxy's: one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = f"refused a malformed request: {record.getMessage()}: {exc.code} {exc.message}"
+            record.args = ()
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def make_runner(proxy: Proxy) -> web.AppRunner:
     """The aiohttp runner of a proxy, as ``__main__`` serves it (and the tests do)."""
+    server_log = logging.getLogger("ascend_pd_proxy.http")
+    if not any(isinstance(f, OneLineClientErrors) for f in server_log.filters):
+        server_log.addFilter(OneLineClientErrors())
     return web.AppRunner(
         proxy.app(),
         handler_cancellation=True,  # a client that leaves cancels its upstream requests
         access_log=logging.getLogger("ascend_pd_proxy.access") if proxy.cfg.access_log else None,
+        logger=server_log,
+        # aiohttp (3.14, as the image ships it) arms this timer when a connection opens and after
+        # each answer, and closes the connection if no whole request head has arrived by then:
+        # the deadline for a client's headers (slowloris), and for idle keep-alive connections.
+        keepalive_timeout=proxy.cfg.timeouts.client_headers,
         shutdown_timeout=1.0,
     )
