@@ -255,6 +255,8 @@ class Proxy(ServiceEndpoints, Lifecycle):
         except asyncio.TimeoutError:
             message = f"the request body took longer than {self.cfg.timeouts.client_body} s to arrive"
             return self._refused(request, 408, protocol.error_body(408, message))
+        except web.HTTPException as exc:  # aiohttp refusing the body (an unknown Content-Encoding)
+            return self._refused(request, exc.status, protocol.error_body(exc.status, exc.text or exc.reason))
         except web.RequestPayloadError as exc:  # a body cut short, or a bad chunked / compressed encoding
             return self._refused(request, 400, protocol.error_body(400, f"the request body is malformed: {exc}"))
         stream = protocol.is_stream(body)

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ascend_sim.vllm import fakemodel, validation, parsers, tokens
+from ascend_sim.vllm import fakemodel, parsers, tokens, validation
 from ascend_sim.vllm.api_common import ApiBase, ApiError, dumps, json_response
 from ascend_sim.vllm.engine import Job
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ascend_sim.vllm import fakemodel, validation, logprobs, tokens
+from ascend_sim.vllm import fakemodel, logprobs, tokens, validation
 from ascend_sim.vllm.api_common import ApiBase, ApiError, dumps, json_response
 from ascend_sim.vllm.engine import Job
 
