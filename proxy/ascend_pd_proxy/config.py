@@ -51,6 +51,9 @@ class Timeouts:
     decode: float = 1800.0  # non-streaming decode: the whole answer (vLLM replies when generation ends)
     idle: float = 120.0  # longest gap between two decode chunks / response body reads
     client_body: float = 60.0  # reading the client's request body
+    # A connection's request line and headers, from its opening or its previous answer (which
+    # also bounds idle keep-alive connections): a client that never finishes them is dropped.
+    client_headers: float = 20.0
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,8 @@ class ServiceEndpoints:
             return error_response(413, f"the request body is larger than {limit} bytes (limits.max_body_bytes)")
         except asyncio.TimeoutError:
             return error_response(408, f"the request body took longer than {self.cfg.timeouts.client_body} s to arrive")
+        except web.RequestPayloadError as exc:
+            return error_response(400, f"the request body is malformed: {exc}")
         reasons: List[str] = []
         limit = self.cfg.timeouts.prefill  # tokenizing grows with the prompt, like a prefill
         for phase in ("decode", "prefill"):

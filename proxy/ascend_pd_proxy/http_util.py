@@ -16,9 +16,20 @@ if sys.version_info >= (3, 11):
 else:  # aiohttp depends on async-timeout before Python 3.11
     from async_timeout import timeout as deadline
 
-__all__ = ["JSON", "bearer_header", "deadline", "describe", "error_response", "json_response"]
+__all__ = [
+    "JSON",
+    "backend_error",
+    "bearer_header",
+    "deadline",
+    "describe",
+    "error_origin",
+    "error_response",
+    "json_response",
+]
 
 JSON = "application/json"
+# Key of a response's own data (aiohttp responses are mappings) saying whose fault an error is.
+ORIGIN: Any = web.ResponseKey("origin", str) if hasattr(web, "ResponseKey") else "ascend_pd_proxy.origin"
 
 
 def json_response(status: int, body: Any, headers: Optional[Dict[str, str]] = None) -> web.Response:
@@ -28,6 +39,24 @@ def json_response(status: int, body: Any, headers: Optional[Dict[str, str]] = No
 def error_response(status: int, message: str, *, param: Optional[str] = None, request_id: str = "") -> web.Response:
     headers = {"X-Request-Id": request_id} if request_id else None
     return json_response(status, protocol.error_body(status, message, param=param), headers)
+
+
+def backend_error(status: int, message: str, request_id: str) -> web.Response:
+    """An error answer that is due to the instances (502, 503, 504), not to the proxy itself."""
+    response = error_response(status, message, request_id=request_id)
+    response[ORIGIN] = "backend"
+    return response
+
+
+def error_origin(response: web.StreamResponse) -> Optional[str]:
+    """Whose fault an answer is: None (no error), ``client`` (4xx: the request, judged by the
+    proxy or an instance), ``backend`` (the instances failed) or ``proxy`` (the proxy's own 5xx:
+    a bug, draining, the in-flight limit)."""
+    if response.status < 400:
+        return None
+    if response.status < 500:
+        return "client"
+    return str(response.get(ORIGIN, "proxy"))
 
 
 def describe(exc: BaseException) -> str:

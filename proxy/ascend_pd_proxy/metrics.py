@@ -144,6 +144,11 @@ class ProxyMetrics(Registry):
     def __init__(self, in_flight: Callable[[], int], pools: Mapping[str, Pool]) -> None:
         super().__init__()
         self.requests = self.counter("pd_proxy_requests_total", "Client requests by endpoint and HTTP status.")
+        self.errors = self.counter(
+            "pd_proxy_errors_total",
+            "Client requests answered with an error, by endpoint, status and origin: client (4xx: the request), "
+            "backend (the instances failed) or proxy (the proxy's own 5xx).",
+        )
         self.backend_requests = self.counter(
             "pd_proxy_backend_requests_total", "Backend requests by phase, backend and outcome (ok, error, rejected)."
         )

@@ -96,12 +96,33 @@ def sse_error_event(status: int, message: str) -> bytes:
     return b"data: " + json.dumps(error_body(status, message), ensure_ascii=False).encode() + b"\n\n"
 
 
+def check_content_type(header: str) -> None:
+    """vLLM's own check: a generation request must say its body is JSON (400 otherwise)."""
+    if header.split(";", 1)[0].strip().lower() != "application/json":
+        shown = f"{header[:100]!r}" if header else "none"
+        raise RequestError(400, f"Unsupported Media Type: Only 'application/json' is allowed (Content-Type: {shown})")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
 def parse_client_body(raw: bytes, path: str) -> Dict[str, Any]:
-    """Decode and check a client request body; every problem is a :class:`RequestError` (4xx)."""
+    """Decode and check a client request body; every problem is a :class:`RequestError` (4xx).
+
+    Strict JSON: Python's parser also takes ``NaN`` and ``Infinity`` (and turns ``1e999`` into
+    infinity), which the proxy would pass on to the instances as invalid JSON."""
     if not raw:
         raise RequestError(400, "the request has no body: send a JSON object")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"the request body is not valid JSON: {exc}") from None
     except RecursionError:
@@ -226,7 +247,8 @@ def _text_length(content: Any) -> int:
     if isinstance(content, str):
         return len(content)
     if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
-        return sum(len(part.get("text") or "") for part in content if isinstance(part, dict))
+        texts = (part.get("text") for part in content if isinstance(part, dict))
+        return sum(len(text) for text in texts if isinstance(text, str))
     return 0
 
 

@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from . import log, protocol
 from .admin import AdminAPI
@@ -36,7 +37,16 @@ from .backends import Backend, Pool
 from .config import PHASES, Config
 from .endpoints import ServiceEndpoints
 from .health import HealthChecks, log_state_change
-from .http_util import JSON, bearer_header, deadline, describe, error_response, json_response
+from .http_util import (
+    JSON,
+    backend_error,
+    bearer_header,
+    deadline,
+    describe,
+    error_origin,
+    error_response,
+    json_response,
+)
 from .lifecycle import Lifecycle
 from .metrics import ProxyMetrics, backend_labels
 from .relay import SpecDecodeRelay
@@ -47,12 +57,47 @@ BACKEND_FAULT_4XX = protocol.BACKEND_FAULT_4XX
 
 
 class BackendFailure(Exception):
-    """This backend could not serve this request; another one may."""
+    """This backend could not serve this request; another one may.
 
-    def __init__(self, status: int, message: str) -> None:
+    ``answered``: the instance answered with a server error (HTTP 500, or an error event before
+    the first token) rather than failing to answer. That may be the request's content as much
+    as the instance, so the instance is only held responsible once another instance of the
+    phase has served the same request (see :class:`Suspects`).
+    """
+
+    def __init__(self, status: int, message: str, backend: Optional[Backend] = None, answered: bool = False) -> None:
         super().__init__(message)
         self.status = status  # what the client gets if no other backend succeeds: 502 or 504
         self.message = message
+        self.backend = backend
+        self.answered = answered
+
+
+class Suspects:
+    """The instances that answered one request with a server error, per phase, until it is
+    known whose fault it was.
+
+    A second instance of the same phase answering the same request with a server error means
+    the request's content is the cause: it is not retried further, and nobody is ejected (two
+    such requests used to eject every prefill instance). Another instance of the phase serving
+    it means the earlier ones failed on their own: they are charged then.
+    """
+
+    def __init__(self, pools: Dict[str, Pool]) -> None:
+        self.pools = pools
+        self.by_phase: Dict[str, List[Tuple[Backend, str]]] = {}
+
+    def reproduced(self, phase: str, failure: BackendFailure) -> bool:
+        """Record ``failure``; True when it is the second server error of ``phase`` for this request."""
+        assert failure.backend is not None
+        suspects = self.by_phase.setdefault(phase, [])
+        suspects.append((failure.backend, failure.message))
+        return len(suspects) >= 2
+
+    def served(self, phase: str) -> None:
+        """An instance of ``phase`` served the request: the ones that failed it are at fault."""
+        for backend, reason in self.by_phase.pop(phase, []):
+            self.pools[phase].failed(backend, reason)
 
 
 class BackendRejection(Exception):
@@ -166,7 +211,13 @@ class Proxy(ServiceEndpoints, Lifecycle):
         self.in_flight += 1
         response: Optional[web.StreamResponse] = None
         try:
-            response = await self._generate(request, started)
+            try:
+                response = await self._generate(request, started)
+            except (asyncio.CancelledError, ConnectionError):
+                raise  # the client went away: nobody to answer
+            except Exception as exc:  # a bug of the proxy's: still an answer, and counted as its own 5xx
+                log.exception("request %s %s: internal error", request.method, request.path)
+                response = error_response(500, f"internal error in the PD proxy: {type(exc).__name__}")
             return response
         finally:
             self.in_flight -= 1
@@ -178,22 +229,36 @@ class Proxy(ServiceEndpoints, Lifecycle):
     def _count(self, request: web.Request, response: web.StreamResponse, started: float) -> web.StreamResponse:
         labels = (("endpoint", request.path), ("status", str(response.status)))
         self.metrics.requests.inc(labels)
+        origin = error_origin(response)
+        if origin is not None:
+            self.metrics.errors.inc((*labels, ("origin", origin)))
         self.metrics.request_seconds.observe(labels[:1], time.perf_counter() - started)
         return response
 
     async def _generate(self, request: web.Request, started: float) -> web.StreamResponse:
         path = request.path
+        too_large = f"the request body is larger than {self.cfg.limits.max_body_bytes} bytes (limits.max_body_bytes)"
         try:
+            protocol.check_content_type(request.headers.get("Content-Type", ""))
+            if (request.content_length or 0) > self.cfg.limits.max_body_bytes:
+                # At once, and the connection closed rather than the body read and thrown away.
+                refusal = self._refused(request, 413, protocol.error_body(413, too_large))
+                refusal.force_close()
+                return refusal
             async with deadline(self.cfg.timeouts.client_body):
                 raw = await request.read()
             body = protocol.parse_client_body(raw, path)
         except protocol.RequestError as exc:
-            return json_response(exc.status, exc.body())
+            return self._refused(request, exc.status, exc.body())
         except web.HTTPRequestEntityTooLarge:
-            message = f"the request body is larger than {self.cfg.limits.max_body_bytes} bytes (limits.max_body_bytes)"
-            return error_response(413, message)
+            return self._refused(request, 413, protocol.error_body(413, too_large))
         except asyncio.TimeoutError:
-            return error_response(408, f"the request body took longer than {self.cfg.timeouts.client_body} s to arrive")
+            message = f"the request body took longer than {self.cfg.timeouts.client_body} s to arrive"
+            return self._refused(request, 408, protocol.error_body(408, message))
+        except web.HTTPException as exc:  # aiohttp refusing the body (an unknown Content-Encoding)
+            return self._refused(request, exc.status, protocol.error_body(exc.status, exc.text or exc.reason))
+        except web.RequestPayloadError as exc:  # a body cut short, or a bad chunked / compressed encoding
+            return self._refused(request, 400, protocol.error_body(400, f"the request body is malformed: {exc}"))
         stream = protocol.is_stream(body)
         tokens = protocol.prompt_tokens_estimate(body)
         affinity = protocol.prefix_key(body, self.cfg.affinity_prefix_chars) if self.cfg.prefix_affinity else None
@@ -221,6 +286,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
         """Up to ``retries.attempts`` PD passes for one prompt."""
         path = request.path
         tried: Dict[str, Set[str]] = {"prefill": set(), "decode": set()}
+        suspects = Suspects(self.pools)
         failure: Optional[BackendFailure] = None
         for attempt in range(self.cfg.attempts):
             # A retry gets its own id: the first pass's KV may still be parked under the old one.
@@ -236,23 +302,29 @@ class Proxy(ServiceEndpoints, Lifecycle):
             phase = "prefill"
             try:
                 kv_params = await self._prefill(prefill, path, body, attempt_id, tokens)
+                suspects.served("prefill")
                 phase = "decode"
                 # Choose again now: the loads changed while the prefill ran (minutes, for long prompts).
                 decode = self.pools["decode"].choose(tried["decode"]) or decode
                 payload = protocol.decode_body(body, kv_params)
                 if stream:
-                    return await self._relay_stream(
+                    answer: web.StreamResponse = await self._relay_stream(
                         request, decode, payload, attempt_id, tokens, started, request_id, "decode_first_chunk"
                     )
-                return await self._whole(decode, payload, attempt_id, tokens, path, request_id, "decode")
+                else:
+                    answer = await self._whole(decode, payload, attempt_id, tokens, path, request_id, "decode")
+                suspects.served("decode")
+                return answer
             except BackendRejection as exc:
                 return self._rejected(exc, request_id)
             except BackendFailure as exc:
                 failure = exc
                 tried[phase].add((prefill if phase == "prefill" else decode).url)
+                if exc.answered and suspects.reproduced(phase, exc):
+                    return self._content_fault(phase, suspects, request_id)
                 self._retrying(attempt, phase, attempt_id, exc)
         assert failure is not None
-        return error_response(failure.status, failure.message, request_id=request_id)
+        return backend_error(failure.status, failure.message, request_id)
 
     async def _on_prefill_alone(
         self,
@@ -267,6 +339,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
         """The whole request on one prefill instance (retried on others): it asks for the
         prompt's scores, which only a prefill computes."""
         tried: Set[str] = set()
+        suspects = Suspects(self.pools)
         failure: Optional[BackendFailure] = None
         for attempt in range(self.cfg.attempts):
             attempt_id = request_id if attempt == 0 else f"{request_id}-retry{attempt}"
@@ -276,18 +349,23 @@ class Proxy(ServiceEndpoints, Lifecycle):
                 break
             try:
                 if stream:
-                    return await self._relay_stream(
+                    answer: web.StreamResponse = await self._relay_stream(
                         request, prefill, body, attempt_id, tokens, started, request_id, "prefill"
                     )
-                return await self._whole(prefill, body, attempt_id, tokens, request.path, request_id, "prefill")
+                else:
+                    answer = await self._whole(prefill, body, attempt_id, tokens, request.path, request_id, "prefill")
+                suspects.served("prefill")
+                return answer
             except BackendRejection as exc:
                 return self._rejected(exc, request_id)
             except BackendFailure as exc:
                 failure = exc
                 tried.add(prefill.url)
+                if exc.answered and suspects.reproduced("prefill", exc):
+                    return self._content_fault("prefill", suspects, request_id)
                 self._retrying(attempt, "prefill", attempt_id, exc)
         assert failure is not None
-        return error_response(failure.status, failure.message, request_id=request_id)
+        return backend_error(failure.status, failure.message, request_id)
 
     async def _pd_batch(
         self,
@@ -313,10 +391,31 @@ class Proxy(ServiceEndpoints, Lifecycle):
         return web.Response(body=json.dumps(merged).encode(), content_type=JSON, headers={"X-Request-Id": request_id})
 
     @staticmethod
+    def _refused(request: web.Request, status: int, body: Dict[str, Any]) -> web.Response:
+        """The client's request is wrong: one log line (never a traceback), and the answer."""
+        peer = request.remote or "-"
+        log.info(
+            "refused %s %s from %s: %d %s", request.method, request.path, peer, status, body["error"]["message"][:200]
+        )
+        return json_response(status, body)
+
+    @staticmethod
     def _rejected(exc: BackendRejection, request_id: str) -> web.Response:
         return web.Response(
             status=exc.status, body=exc.body, content_type=exc.content_type, headers={"X-Request-Id": request_id}
         )
+
+    @staticmethod
+    def _content_fault(phase: str, suspects: Suspects, request_id: str) -> web.Response:
+        """Two instances of ``phase`` failed this request with a server error: its content is the
+        likely cause. The client gets 502 naming both; no instance is charged."""
+        reasons = "; ".join(reason for _, reason in suspects.by_phase.pop(phase))
+        log.warning("request %s: two %s instances failed it alike, not retried: %s", request_id, phase, reasons)
+        message = (
+            f"two {phase} instances failed this request alike, so the request itself is the likely cause; "
+            f"it was not retried on other instances, and no instance was ejected: {reasons}"
+        )
+        return backend_error(502, message, request_id)
 
     def _retrying(self, attempt: int, phase: str, attempt_id: str, exc: BackendFailure) -> None:
         if attempt + 1 < self.cfg.attempts:
@@ -331,10 +430,14 @@ class Proxy(ServiceEndpoints, Lifecycle):
     def _headers(self, phase: str, request_id: str) -> Dict[str, str]:
         return {"Content-Type": JSON, "X-Request-Id": request_id, **self.auth_headers[phase]}
 
-    def _failed(self, backend: Backend, status: int, reason: str) -> BackendFailure:
-        self.pools[backend.phase].failed(backend, reason)
+    def _failed(self, backend: Backend, status: int, reason: str, *, answered: bool = False) -> BackendFailure:
+        """A failure of ``backend`` on this request. One it ``answered`` (a server error) is charged
+        to it only once another instance has served the request (:class:`Suspects`)."""
+        if not answered:
+            self.pools[backend.phase].failed(backend, reason)
         self.metrics.backend_requests.inc(backend_labels(backend, ("outcome", "error")))
-        return BackendFailure(status, f"{backend.phase} instance {backend.name} ({backend.url}): {reason}")
+        message = f"{backend.phase} instance {backend.name} ({backend.url}): {reason}"
+        return BackendFailure(status, message, backend, answered)
 
     def _check_status(self, backend: Backend, status: int, body: bytes, content_type: str) -> None:
         """Raise for a non-200 answer: a rejection to relay, or a failure to retry."""
@@ -345,7 +448,10 @@ class Proxy(ServiceEndpoints, Lifecycle):
             self.metrics.backend_requests.inc(backend_labels(backend, ("outcome", "rejected")))
             raise BackendRejection(status, body, content_type or JSON)
         hint = " (check prefill.api_key / decode.api_key)" if status in (401, 403) else ""
-        raise self._failed(backend, 502, f"HTTP {status}{hint}: {body[:300].decode('utf-8', 'replace')}")
+        # A 500 is what vLLM answers when a request breaks its engine: maybe the instance, maybe
+        # the content. 502/503/504 (and 401/403/408/429) are the instance's state, charged at once.
+        reason = f"HTTP {status}{hint}: {body[:300].decode('utf-8', 'replace')}"
+        raise self._failed(backend, 502, reason, answered=status == 500)
 
     async def _exchange(
         self, backend: Backend, path: str, payload: Dict[str, Any], request_id: str, tokens: int, limit_key: str
@@ -465,7 +571,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
                 raise self._failed(backend, 502, describe(exc)) from None
             message = _is_error_event(first[0])
             if message is not None:
-                raise self._failed(backend, 502, f"the stream failed before its first token: {message}")
+                raise self._failed(backend, 502, f"the stream failed before its first token: {message}", answered=True)
             self.metrics.phase_seconds.observe(backend_labels(backend), time.perf_counter() - began)
 
             # Phase 2: committed. From here a failure is an SSE error event, never a silent end.
@@ -528,11 +634,33 @@ class Proxy(ServiceEndpoints, Lifecycle):
         return problem
 
 
+class OneLineClientErrors(logging.Filter):
+    """aiohttp logs a request it cannot parse (garbage, a bad Content-Length, a header too long)
+    with a traceback, at error level; it is the client's mistake, not the proxy's: one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = f"refused a malformed request: {record.getMessage()}: {exc.code} {exc.message}"
+            record.args = ()
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def make_runner(proxy: Proxy) -> web.AppRunner:
     """The aiohttp runner of a proxy, as ``__main__`` serves it (and the tests do)."""
+    server_log = logging.getLogger("ascend_pd_proxy.http")
+    if not any(isinstance(f, OneLineClientErrors) for f in server_log.filters):
+        server_log.addFilter(OneLineClientErrors())
     return web.AppRunner(
         proxy.app(),
         handler_cancellation=True,  # a client that leaves cancels its upstream requests
         access_log=logging.getLogger("ascend_pd_proxy.access") if proxy.cfg.access_log else None,
+        logger=server_log,
+        # aiohttp (3.14, as the image ships it) arms this timer when a connection opens and after
+        # each answer, and closes the connection if no whole request head has arrived by then:
+        # the deadline for a client's headers (slowloris), and for idle keep-alive connections.
+        keepalive_timeout=proxy.cfg.timeouts.client_headers,
         shutdown_timeout=1.0,
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ascend_sim.vllm import fakemodel, parsers, tokens
+from ascend_sim.vllm import fakemodel, parsers, tokens, validation
 from ascend_sim.vllm.api_common import ApiBase, ApiError, dumps, json_response
 from ascend_sim.vllm.engine import Job
 
@@ -48,7 +48,9 @@ class ChatRoutes(ApiBase):
         return choice
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        validation.check_content_type(request.headers.get("Content-Type", ""))
         body = await self._body(request)
+        validation.validate(body, chat=True)
         model = self._model_name(body)
         messages = body.get("messages")
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):

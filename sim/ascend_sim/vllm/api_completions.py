@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ascend_sim.vllm import fakemodel, logprobs, tokens
+from ascend_sim.vllm import fakemodel, logprobs, tokens, validation
 from ascend_sim.vllm.api_common import ApiBase, ApiError, dumps, json_response
 from ascend_sim.vllm.engine import Job
 
@@ -109,7 +109,9 @@ class CompletionRoutes(ApiBase):
         )
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
+        validation.check_content_type(request.headers.get("Content-Type", ""))
         body = await self._body(request)
+        validation.validate(body, chat=False)
         model = self._model_name(body)
         stream, options = self._stream_flags(body)
         prompts = _prompts(body.get("prompt"))

@@ -339,6 +339,8 @@ class Setup:
         self, method: str, path: str, body: Any = None, *, headers: Optional[Dict[str, str]] = None, raw: bytes = b""
     ) -> Reply:
         data = raw or (json.dumps(body).encode() if body is not None else None)
+        if data is not None:  # as clients send it (vLLM refuses a body of another type)
+            headers = {"Content-Type": "application/json", **(headers or {})}
         async with self.client.request(method, self.url + path, data=data, headers=headers) as response:
             return Reply(response.status, response.headers.copy(), await response.read())
 
