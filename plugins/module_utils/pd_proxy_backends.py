@@ -60,7 +60,17 @@ class Target(NamedTuple):
     instance: str
 
     def body(self) -> Dict[str, str]:
-        return {"phase": self.phase, "url": self.url, "name": self.name}
+        return {"phase": self.phase, "url": self.url, "name": self.name, "group": self.instance}
+
+
+def proxy_instances(backends: Optional[Sequence[Mapping[str, Any]]]) -> List[Dict[str, str]]:
+    """The proxy configuration's ``instances`` for the plan's backend records of one phase: each
+    rank's URL and name, and its DP group (the plan's instance), whose ranks stand or fall together."""
+    found = []
+    for backend in backends or []:
+        url = str(backend.get("url") or "").rstrip("/")  # "" is refused by the role's checks
+        found.append({"url": url, "name": str(backend.get("name") or url), "group": str(backend.get("instance") or "")})
+    return found
 
 
 def targets(record: Optional[Mapping[str, Any]], instances: Sequence[str]) -> List[Target]:
@@ -73,10 +83,10 @@ def targets(record: Optional[Mapping[str, Any]], instances: Sequence[str]) -> Li
     if not isinstance(record, Mapping):
         raise ProxyError("instances need record: the plan's proxy record (ascend_plan.hosts[<proxy host>].proxy)")
     found = [
-        Target(phase, str(b["url"]).rstrip("/"), str(b.get("name") or b["url"]), str(b.get("instance", "")))
+        Target(phase, i["url"], i["name"], i["group"])
         for phase in PHASES
-        for b in record.get(phase) or []
-        if b.get("instance") in instances
+        for i in proxy_instances(record.get(phase))
+        if i["group"] in instances
     ]
     missing = [i for i in instances if i not in {t.instance for t in found}]
     if missing:

@@ -52,7 +52,11 @@ class AdminAPI:
         denied = self._check_key(request)
         if denied is not None:
             return denied
-        backends = [b.describe() for pool in self.pools.values() for b in pool.backends.values()]
+        backends = [
+            {**b.describe(), "held_by": getattr(pool.held_by(b), "name", None)}
+            for pool in self.pools.values()
+            for b in pool.backends.values()
+        ]
         return json_response(200, {**self.status(), "backends": backends})
 
     async def _target(self, request: web.Request) -> Tuple[str, Instance]:
@@ -68,7 +72,7 @@ class AdminAPI:
             message = 'the body must be JSON {"phase": "prefill" or "decode", "url": ..., "name": ...}'
             raise AdminRefusal(error_response(400, message, param="phase"))
         try:
-            instance = parse_instance({k: v for k, v in raw.items() if k in ("url", "name")}, raw["phase"])
+            instance = parse_instance({k: v for k, v in raw.items() if k in ("url", "name", "group")}, raw["phase"])
         except ConfigError as exc:
             raise AdminRefusal(error_response(400, str(exc), param="url")) from None
         return raw["phase"], instance

@@ -16,6 +16,13 @@ Each backend (one vLLM instance = one DP rank) is in one of these states:
 When every backend of a phase is ejected, the ejected ones are tried anyway (panic mode, as
 Envoy does): a request then fails only if they really are down.
 
+Ranks of one data-parallel group (``Instance.group``) stand or fall together: with expert
+parallelism every forward pass is collective, so when one rank dies its group's other ranks
+stall (their ``/health`` still passes) until the collective times out, half an hour later by
+default. While a rank of a group is ejected, the group's other ranks are *held*: not routed
+to, not counted as healthy, and ``on_group_lost`` is told, so the proxy can abort the requests
+they hold (those are then retried on another group, or end with an error event).
+
 The choice is the least-loaded routable backend, load being the in-flight requests and the
 prompt tokens they carry, weighted per phase: prefill time grows with prompt length, decode
 load with the number of running sequences. Ties go round-robin. With prefix affinity, a
@@ -28,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set
 
 from .config import Instance
 
@@ -52,6 +59,8 @@ class Backend:
         "phase",
         "since",
         "state",
+        "streams",
+        "tasks",
     )
 
     def __init__(self, phase: str, instance: Instance, now: float) -> None:
@@ -64,10 +73,18 @@ class Backend:
         self.consecutive_failures = 0
         self.consecutive_successes = 0
         self.last_error: Optional[str] = None
+        # What a lost DP group aborts: the request handlers (asyncio tasks) waiting for this
+        # backend's answer, cancelled; the upstream responses of streams already relayed, closed.
+        self.tasks: Set[Any] = set()
+        self.streams: Set[Any] = set()
 
     @property
     def name(self) -> str:
         return self.instance.name
+
+    @property
+    def group(self) -> str:
+        return self.instance.group
 
     @property
     def url(self) -> str:
@@ -90,6 +107,7 @@ class Backend:
             "in_flight_tokens": self.in_flight_tokens,
             "consecutive_failures": self.consecutive_failures,
             "last_error": self.last_error,
+            "group": self.group,
         }
 
 
@@ -105,12 +123,14 @@ class Pool:
         successes_to_admit: int,
         clock: Callable[[], float] = time.monotonic,
         on_change: Optional[Callable[[Backend, str], None]] = None,
+        on_group_lost: Optional[Callable[[Backend, List[Backend]], None]] = None,
     ) -> None:
         self.phase = phase
         self.failures_to_eject = failures_to_eject
         self.successes_to_admit = successes_to_admit
         self.clock = clock
         self.on_change = on_change  # (backend, old state): for logs
+        self.on_group_lost = on_group_lost  # (the ejected rank, its held siblings)
         self.backends: Dict[str, Backend] = {}
         self._turn = 0
         for instance in instances:
@@ -158,9 +178,27 @@ class Pool:
         return [b for b in self.backends.values() if b.state != REMOVED]
 
     def counts(self) -> Dict[str, int]:
-        """``healthy``: the backends routed to (healthy or on probation); ``total``: all configured."""
-        active = self.active()
-        return {"healthy": sum(b.state in (HEALTHY, PROBATION) for b in active), "total": len(active)}
+        """``healthy``: the backends routed to (healthy or on probation, their group whole);
+        ``total``: all configured."""
+        active, broken = self.active(), self.broken_groups()
+        healthy = sum(b.state in (HEALTHY, PROBATION) and b.group not in broken for b in active)
+        return {"healthy": healthy, "total": len(active)}
+
+    # -- data-parallel groups ------------------------------------------------------------------
+
+    def siblings(self, backend: Backend) -> List[Backend]:
+        """The other active ranks of ``backend``'s DP group (none for a rank on its own)."""
+        if not backend.group:
+            return []
+        return [b for b in self.active() if b.group == backend.group and b is not backend]
+
+    def broken_groups(self) -> Set[str]:
+        """The DP groups with an ejected rank: their other ranks are held."""
+        return {b.group for b in self.backends.values() if b.group and b.state == EJECTED}
+
+    def held_by(self, backend: Backend) -> Optional[Backend]:
+        """The ejected rank that stalls ``backend``'s DP group, if any."""
+        return next((b for b in self.siblings(backend) if b.state == EJECTED), None)
 
     # -- choice --------------------------------------------------------------------------------
 
@@ -171,6 +209,9 @@ class Pool:
         only look (the round-robin turn does not move), for a choice made again later."""
         excluded = set(exclude)
         candidates = [b for b in self.backends.values() if b.routable() and b.url not in excluded]
+        broken = self.broken_groups()
+        if broken:
+            candidates = [b for b in candidates if b.group not in broken]
         if not candidates:
             # Panic mode: with every backend ejected (an overload can fail health checks
             # everywhere at once), trying one beats refusing all traffic until checks recover.
@@ -233,6 +274,10 @@ class Pool:
             backend.consecutive_successes = 0
         if self.on_change is not None:
             self.on_change(backend, old)
+        if state == EJECTED and self.on_group_lost is not None:
+            held = [b for b in self.siblings(backend) if b.state != EJECTED]
+            if held:
+                self.on_group_lost(backend, held)
 
     def _forget_if_idle(self, backend: Backend) -> None:
         if backend.state == REMOVED and backend.in_flight == 0 and self.backends.get(backend.url) is backend:

@@ -9,7 +9,7 @@ Example::
 
     {
       "listen": {"host": "0.0.0.0", "port": 8009},
-      "prefill": {"instances": [{"url": "http://10.0.0.1:7000", "name": "node1/dp0"}]},
+      "prefill": {"instances": [{"url": "http://10.0.0.1:7000", "name": "node1/dp0", "group": "prefill0"}]},
       "decode": {"api_key": "...", "instances": [{"url": "http://10.0.0.2:7100"}]},
       "api_keys": ["client-key"],
       "timeouts": {"connect": 5, "prefill": 600, "decode_first_chunk": 300, "idle": 120}
@@ -35,6 +35,10 @@ class ConfigError(ValueError):
 class Instance:
     url: str  # scheme://host:port, no trailing slash
     name: str  # shown in logs and metrics labels
+    # The data-parallel group (the plan's instance, e.g. "decode1") this rank belongs to. With
+    # expert parallelism the ranks of a group run every forward pass together: when one dies
+    # the others stall, so the group is served whole or not at all. "": a rank on its own.
+    group: str = ""
 
 
 @dataclass(frozen=True)
@@ -173,13 +177,16 @@ def parse_instance(raw: Any, path: str) -> Instance:
     if isinstance(raw, str):
         raw = {"url": raw}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected an object with 'url' (and optional 'name'), got {raw!r}")
-    _expect_keys(raw, ("url", "name"), path)
+        raise ConfigError(f"{path}: expected an object with 'url' (and optional 'name', 'group'), got {raw!r}")
+    _expect_keys(raw, ("url", "name", "group"), path)
     url = parse_url(raw.get("url"), f"{path}.url")
     name = raw.get("name") or urlsplit(url).netloc
     if not isinstance(name, str):
         raise ConfigError(f"{path}.name: expected a string, got {name!r}")
-    return Instance(url=url, name=name)
+    group = raw.get("group") or ""
+    if not isinstance(group, str):
+        raise ConfigError(f"{path}.group: expected a string (the DP group's name), got {group!r}")
+    return Instance(url=url, name=name, group=group)
 
 
 def _pool(raw: Dict[str, Any], phase: str) -> Pool:

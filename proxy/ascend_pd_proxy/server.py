@@ -136,6 +136,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
                 failures_to_eject=cfg.health.failures_to_eject,
                 successes_to_admit=cfg.health.successes_to_admit,
                 on_change=log_state_change,
+                on_group_lost=self._group_lost,
             )
             for phase in PHASES
         }
@@ -149,6 +150,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
         self.admin = AdminAPI(cfg.admin_api_key, self.pools, self._status, self.health_checks.check_soon)
         self.metrics = ProxyMetrics(lambda: self.in_flight, self.pools)
         self.spec_decode_relay = SpecDecodeRelay(self.pools, self.auth_headers, cfg.health.timeout)
+        self._group_aborts: Dict[asyncio.Task[Any], str] = {}  # handler -> why it was interrupted
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.cfg.limits.max_body_bytes)
@@ -432,12 +434,52 @@ class Proxy(ServiceEndpoints, Lifecycle):
 
     def _failed(self, backend: Backend, status: int, reason: str, *, answered: bool = False) -> BackendFailure:
         """A failure of ``backend`` on this request. One it ``answered`` (a server error) is charged
-        to it only once another instance has served the request (:class:`Suspects`)."""
-        if not answered:
-            self.pools[backend.phase].failed(backend, reason)
+        to it only once another instance has served the request (:class:`Suspects`); one of a rank
+        whose DP group lost another rank is never charged (held until its group is whole)."""
+        pool = self.pools[backend.phase]
+        lost = pool.held_by(backend)
+        if lost is not None:
+            answered = False
+            if "its DP group" not in reason:
+                reason = f"{reason} (its DP group {backend.group} lost {lost.name})"
+        elif not answered:
+            pool.failed(backend, reason)
         self.metrics.backend_requests.inc(backend_labels(backend, ("outcome", "error")))
         message = f"{backend.phase} instance {backend.name} ({backend.url}): {reason}"
         return BackendFailure(status, message, backend, answered)
+
+    def _group_lost(self, lost: Backend, held: List[Backend]) -> None:
+        """A rank of a DP group was ejected: its group's other ranks stall on it, so the requests
+        they hold would hang for the collective's timeout. They are aborted now: a request not
+        yet answered is interrupted (:meth:`_aborted`) and retried on another group; a stream
+        already relayed has its upstream closed and ends with an error event."""
+        aborted = 0
+        for backend in held:
+            for task in list(backend.tasks):
+                if task not in self._group_aborts and task.cancel():
+                    self._group_aborts[task] = f"aborted: its DP group {backend.group} lost {lost.name}"
+                    aborted += 1
+            for upstream in list(backend.streams):
+                upstream.close()
+                aborted += 1
+        log.warning(
+            "%s DP group %s lost %s: its other ranks (%s) get no requests until it is whole again;"
+            " %d requests in flight on them aborted",
+            lost.phase,
+            lost.group,
+            lost.name,
+            ", ".join(b.name for b in held),
+            aborted,
+        )
+
+    def _aborted(self) -> Optional[str]:
+        """In a handler that got CancelledError: why, if :meth:`_group_lost` did it (the handler
+        then goes on), or None for any other cancellation (the client left: let it end)."""
+        task = asyncio.current_task()
+        reason = self._group_aborts.pop(task, None) if task is not None else None
+        if reason is not None and hasattr(task, "uncancel"):  # 3.11+: asyncio.timeout counts cancels
+            task.uncancel()
+        return reason
 
     def _check_status(self, backend: Backend, status: int, body: bytes, content_type: str) -> None:
         """Raise for a non-200 answer: a rejection to relay, or a failure to retry."""
@@ -465,6 +507,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
         pool = self.pools[backend.phase]
         limit = getattr(self.cfg.timeouts, limit_key)
         pool.start(backend, tokens)
+        task = _current_task(backend)
         began = time.perf_counter()
         try:
             async with (
@@ -481,7 +524,13 @@ class Proxy(ServiceEndpoints, Lifecycle):
             raise self._failed(backend, 504, f"no answer within {limit:g} s (timeouts.{limit_key})") from None
         except aiohttp.ClientError as exc:
             raise self._failed(backend, 502, describe(exc)) from None
+        except asyncio.CancelledError:
+            reason = self._aborted()
+            if reason is None:
+                raise
+            raise self._failed(backend, 502, reason) from None
         finally:
+            backend.tasks.discard(task)
             pool.finish(backend, tokens)
         self._check_status(backend, status, answer, content_type)
         return answer, began
@@ -542,6 +591,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
         first_limit = getattr(self.cfg.timeouts, first_limit_key)
         framer = protocol.SSEFramer()
         pool.start(backend, tokens)
+        task = _current_task(backend)
         began = time.perf_counter()
         upstream: Optional[aiohttp.ClientResponse] = None
         try:
@@ -569,6 +619,14 @@ class Proxy(ServiceEndpoints, Lifecycle):
                 ) from None
             except aiohttp.ClientError as exc:
                 raise self._failed(backend, 502, describe(exc)) from None
+            except asyncio.CancelledError:
+                reason = self._aborted()
+                if reason is None:
+                    raise
+                raise self._failed(backend, 502, reason) from None
+            finally:
+                # From here the client is written to: a lost group closes the upstream instead.
+                backend.tasks.discard(task)
             message = _is_error_event(first[0])
             if message is not None:
                 raise self._failed(backend, 502, f"the stream failed before its first token: {message}", answered=True)
@@ -576,6 +634,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
 
             # Phase 2: committed. From here a failure is an SSE error event, never a silent end.
             response = web.StreamResponse(status=200, headers={**SSE_HEADERS, "X-Request-Id": client_id})
+            backend.streams.add(upstream)
             await response.prepare(request)
             await response.write(head)
             self.metrics.first_chunk_seconds.observe((), time.perf_counter() - started)
@@ -591,7 +650,9 @@ class Proxy(ServiceEndpoints, Lifecycle):
             return response
         finally:
             pool.finish(backend, tokens)
+            backend.tasks.discard(task)
             if upstream is not None:
+                backend.streams.discard(upstream)
                 upstream.release()
 
     async def _relay(
@@ -629,6 +690,9 @@ class Proxy(ServiceEndpoints, Lifecycle):
             elif not data:
                 problem = "the stream ended without [DONE]"
                 break
+        lost = self.pools[backend.phase].held_by(backend)
+        if lost is not None:
+            problem = f"{problem}: aborted, its DP group {backend.group} lost {lost.name}"
         message = f"{backend.phase} instance {backend.name} failed mid-stream: {problem}"
         await response.write(protocol.sse_error_event(502, message) + b"data: [DONE]\n\n")
         return problem
@@ -646,6 +710,14 @@ class OneLineClientErrors(logging.Filter):
             record.exc_info = record.exc_text = None
             record.levelno, record.levelname = logging.INFO, "INFO"
         return True
+
+
+def _current_task(backend: Backend) -> Optional[asyncio.Task[Any]]:
+    """The handler now waiting on ``backend``, registered so that a lost DP group can abort it."""
+    task = asyncio.current_task()
+    if task is not None:
+        backend.tasks.add(task)
+    return task
 
 
 def make_runner(proxy: Proxy) -> web.AppRunner:

@@ -311,12 +311,22 @@ def merged(base: Dict[str, Any], extra: Mapping[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def proxy_config(prefill: List[FakeBackend], decode: List[FakeBackend], /, **extra: Any) -> Dict[str, Any]:
-    """The proxy's configuration document for these fakes; ``extra`` overrides any key."""
+def proxy_config(
+    prefill: List[FakeBackend], decode: List[FakeBackend], /, group_size: int = 0, **extra: Any
+) -> Dict[str, Any]:
+    """The proxy's configuration document for these fakes; ``extra`` overrides any key.
+    ``group_size``: the fakes of each phase form DP groups of that many ranks (prefill0, ...)."""
+
+    def instances(fakes: List[FakeBackend], phase: str) -> List[Dict[str, str]]:
+        found = [{"url": b.url, "name": b.name} for b in fakes]
+        for i, instance in enumerate(found if group_size else []):
+            instance["group"] = f"{phase}{i // group_size}"
+        return found
+
     base = {
         "listen": {"host": HOST, "port": 8009},  # not used: the tests bind port 0
-        "prefill": {"instances": [{"url": b.url, "name": b.name} for b in prefill]},
-        "decode": {"instances": [{"url": b.url, "name": b.name} for b in decode]},
+        "prefill": {"instances": instances(prefill, "prefill")},
+        "decode": {"instances": instances(decode, "decode")},
         "timeouts": TIMEOUTS,
         "health": HEALTH,
         "drain_timeout": 5,
@@ -388,12 +398,14 @@ async def running(
     config_path: Optional[Path] = None,
     wait_healthy: bool = True,
     setup: Optional[Callable[[List[FakeBackend], List[FakeBackend]], None]] = None,
+    group_size: int = 0,
     **config: Any,
 ) -> AsyncIterator[Setup]:
     """Fakes ``p0..``, ``d0..`` (and ``spare`` decode fakes ``s0..``) and a proxy in front of them.
 
     ``config`` overrides keys of :func:`proxy_config`; ``config_path``: write the configuration
-    there and give it to the proxy (for ``reload``); ``setup`` runs before the proxy starts.
+    there and give it to the proxy (for ``reload``); ``setup`` runs before the proxy starts;
+    ``group_size``: the fakes of each phase form DP groups of that many ranks.
     """
     fakes_p = [FakeBackend(f"p{i}", "prefill") for i in range(prefills)]
     fakes_d = [FakeBackend(f"d{i}", "decode") for i in range(decodes)]
@@ -403,7 +415,7 @@ async def running(
         await fake.start()
     if setup is not None:
         setup(fakes_p, fakes_d)
-    raw = proxy_config(fakes_p, fakes_d, **config)
+    raw = proxy_config(fakes_p, fakes_d, group_size, **config)
     if config_path is not None:
         config_path.write_text(json.dumps(raw))
     proxy = Proxy(parse(raw), str(config_path) if config_path else None)

@@ -364,6 +364,7 @@ def test_describe_reports_state() -> None:
         "in_flight_tokens": 42,
         "consecutive_failures": 1,
         "last_error": "HTTP 500",
+        "group": "",
     }
 
 
@@ -555,3 +556,56 @@ def test_adding_a_backend_moves_keys_only_to_it() -> None:
     moved = {k for k in keys if after[k] != before[k]}
     assert moved, "some keys should move to the new rank"
     assert all(after[k] == ranks[3].url for k in moved)
+
+
+# --- data-parallel groups ------------------------------------------------------------------------
+
+GROUPED = (
+    Instance(url="http://10.0.0.2:7100", name="node2/dp0", group="decode0"),
+    Instance(url="http://10.0.0.2:7101", name="node2/dp1", group="decode0"),
+    Instance(url="http://10.0.0.3:7100", name="node3/dp0", group="decode1"),
+    Instance(url="http://10.0.0.3:7101", name="node3/dp1", group="decode1"),
+)
+
+
+def test_a_rank_ejected_holds_the_other_ranks_of_its_group() -> None:
+    lost: List[Tuple[str, List[str]]] = []
+    pool = make_pool("decode", GROUPED)
+    pool.on_group_lost = lambda rank, held: lost.append((rank.name, [b.name for b in held]))
+    dead = by_name(pool, "node3/dp1")
+    pool.failed(dead, "connection refused")
+    assert lost == []  # one failure: not ejected yet, the group still serves
+    pool.failed(dead, "connection refused")
+    assert dead.state == EJECTED
+    assert lost == [("node3/dp1", ["node3/dp0"])]
+    survivor = by_name(pool, "node3/dp0")
+    assert survivor.state == HEALTHY and pool.held_by(survivor) is dead
+    assert pool.counts() == {"healthy": 2, "total": 4}
+    chosen = {pool.choose().name for _ in range(8)}
+    assert chosen == {"node2/dp0", "node2/dp1"}
+    # The rank back (the group restarted whole): the group serves again.
+    for _ in range(2):
+        pool.succeeded(dead, check=True)
+    pool.succeeded(dead)
+    assert dead.state == HEALTHY and pool.held_by(survivor) is None
+    assert pool.counts() == {"healthy": 4, "total": 4}
+    assert {pool.choose().name for _ in range(16)} == {b.name for b in GROUPED}
+
+
+def test_ranks_without_a_group_stand_alone() -> None:
+    lost: List[str] = []
+    pool = make_pool("decode", DECODE)
+    pool.on_group_lost = lambda rank, held: lost.append(rank.name)
+    for _ in range(2):
+        pool.failed(by_name(pool, "node2/dp0"), "HTTP 500")
+    assert lost == [] and pool.counts() == {"healthy": 1, "total": 2}
+    assert pool.choose().name == "node2/dp1"
+
+
+def test_a_whole_group_ejected_is_tried_in_panic_mode_like_any_other() -> None:
+    pool = make_pool("decode", GROUPED[:2])
+    for backend in list(pool.backends.values()):
+        for _ in range(2):
+            pool.failed(backend, "HTTP 503")
+    assert pool.counts() == {"healthy": 0, "total": 2}
+    assert pool.choose() is not None  # panic mode: every rank ejected, one is tried anyway

@@ -419,3 +419,70 @@ async def test_client_disconnect_during_prefill_cancels_it() -> None:
         task.cancel()
         await eventually(lambda: s.prefill[0].cancelled == 1, timeout=0.4, what="prefill request cancelled")
         assert s.decode[0].seen == []
+
+
+# --- a DP group losing a rank --------------------------------------------------------------------------
+
+# Long enough that only the group's loss, not a timeout, can end a stalled request in a test.
+PATIENT = {"decode": 30, "decode_first_chunk": 30, "idle": 30}
+
+
+async def landed(s: Setup, task: asyncio.Task[Reply]) -> FakeBackend:
+    """The decode fake a request in flight went to."""
+    await eventually(lambda: any(s.in_flight(b) for b in s.decode), what="a decode holds the request")
+    return next(b for b in s.decode if s.in_flight(b))
+
+
+def rank_lost(s: Setup, sibling: FakeBackend) -> None:
+    """What the health checks do when a rank's process is gone: two failures, ejected."""
+    pool = s.proxy.pools["decode"]
+    for _ in range(2):
+        pool.failed(pool.backends[sibling.url], "health check: Cannot connect (connection refused)")
+
+
+@async_test
+async def test_requests_stalled_on_a_group_that_lost_a_rank_are_retried_on_another_group() -> None:
+    async with running(decodes=4, group_size=2, timeouts=PATIENT) as s:
+        for backend in s.decode:
+            backend.behaviour = hang()  # wherever it lands, the request stalls
+        task = asyncio.ensure_future(s.post(COMPLETIONS, completions_body()))
+        stalled = await landed(s, task)
+        group = s.decode[:2] if stalled in s.decode[:2] else s.decode[2:]
+        other = [b for b in s.decode if b not in group]
+        for backend in other:
+            backend.behaviour = None
+        rank_lost(s, next(b for b in group if b is not stalled))
+        reply = await task
+        health = (await s.get("/health")).json()
+
+    assert reply.status == 200 and answer_text(COMPLETIONS, reply) in {expected_text(b) for b in other}
+    assert health["decode"] == {"healthy": 2, "total": 4}
+    assert s.state(stalled) == "healthy"  # held, not blamed: it comes back with its group
+
+
+@async_test
+async def test_a_stream_on_a_group_that_lost_a_rank_ends_with_an_error_naming_the_group() -> None:
+    async with running(decodes=4, group_size=2, timeouts=PATIENT) as s:
+        for backend in s.decode:
+            backend.behaviour = stream(sse(chunk(CHAT, "partial"), done=False), end="hang")
+        task = asyncio.ensure_future(s.post(CHAT, chat_body(stream=True)))
+        stalled = await landed(s, task)
+        group = s.decode[:2] if stalled in s.decode[:2] else s.decode[2:]
+        await eventually(lambda: bool(stalled.seen), what="the stream started")
+        await asyncio.sleep(0.05)  # the first event relayed: the stream is committed
+        lost = next(b for b in group if b is not stalled)
+        rank_lost(s, lost)
+        reply = await task
+        for backend in s.decode:
+            backend.behaviour = None
+        later = [await s.post(COMPLETIONS, completions_body(max_tokens=4)) for _ in range(4)]
+
+    events = reply.events()
+    assert reply.status == 200 and events[-1] == "[DONE]" and json.loads(events[0]) == chunk(CHAT, "partial")
+    message = json.loads(events[-2])["error"]["message"]
+    name = "decode0" if stalled in s.decode[:2] else "decode1"
+    assert f"instance {stalled.name} failed mid-stream" in message, message
+    assert f"aborted, its DP group {name} lost {lost.name}" in message, message
+    # Later requests are served by the other group alone, never by the held rank.
+    assert [r.status for r in later] == [200] * 4
+    assert len(stalled.seen) == 1 and not lost.seen[1:], (stalled.seen, lost.seen)

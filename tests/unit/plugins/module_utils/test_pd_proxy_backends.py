@@ -21,6 +21,7 @@ from ansible_collections.ascend.vllm.plugins.module_utils.pd_proxy_backends impo
     ProxyError,
     progress_line,
     proxy_access,
+    proxy_instances,
     run_round,
     targets,
 )
@@ -241,3 +242,23 @@ async def _eject(s: Setup, url: str) -> None:
     pool = s.proxy.pools["decode"]
     for _ in range(pool.failures_to_eject):
         pool.failed(pool.backends[url], "HTTP 503")
+
+
+def test_proxy_instances_carry_each_rank_s_dp_group() -> None:
+    decode = [
+        {"name": "n2/decode0-dp0", "instance": "decode0", "url": "http://10.0.0.2:7100/", "host": "n2", "port": 7100},
+        {"name": "n2/decode0-dp1", "instance": "decode0", "url": "http://10.0.0.2:7101", "host": "n2", "port": 7101},
+    ]
+    assert proxy_instances(decode) == [
+        {"url": "http://10.0.0.2:7100", "name": "n2/decode0-dp0", "group": "decode0"},
+        {"url": "http://10.0.0.2:7101", "name": "n2/decode0-dp1", "group": "decode0"},
+    ]
+    assert proxy_instances([{"name": "no url"}]) == [{"url": "", "name": "no url", "group": ""}]
+    assert proxy_instances(None) == []
+    (first, _second) = targets({"prefill": [], "decode": decode}, ["decode0"])
+    assert first.body() == {
+        "phase": "decode",
+        "url": "http://10.0.0.2:7100",
+        "name": "n2/decode0-dp0",
+        "group": "decode0",
+    }
