@@ -134,6 +134,10 @@ class Registry:
         return "\n".join(lines) + "\n"
 
 
+def routed(pool: Pool, backend: Backend) -> bool:
+    return backend.state in (HEALTHY, PROBATION) and pool.held_by(backend) is None
+
+
 def backend_labels(backend: Backend, *extra: Tuple[str, str]) -> Labels:
     return (("backend", backend.name), ("phase", backend.phase), *extra)
 
@@ -173,8 +177,6 @@ class ProxyMetrics(Registry):
         )
         self.gauge(
             "pd_proxy_backend_healthy",
-            "1 when the backend is routed to (healthy or on probation), else 0.",
-            lambda: [
-                (backend_labels(b), float(b.state in (HEALTHY, PROBATION))) for p in pools.values() for b in p.active()
-            ],
+            "1 when the backend is routed to (healthy or on probation, its DP group whole), else 0.",
+            lambda: [(backend_labels(b), float(routed(p, b))) for p in pools.values() for b in p.active()],
         )

@@ -33,7 +33,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from . import log, protocol
 from .admin import AdminAPI
-from .backends import Backend, Pool
+from .backends import EJECTED, Backend, Pool
 from .config import PHASES, Config
 from .endpoints import ServiceEndpoints
 from .health import HealthChecks, log_state_change
@@ -454,10 +454,12 @@ class Proxy(ServiceEndpoints, Lifecycle):
         yet answered is interrupted (:meth:`_aborted`) and retried on another group; a stream
         already relayed has its upstream closed and ends with an error event."""
         aborted = 0
-        for backend in held:
+        # The lost rank's own requests too: a rank ejected for not answering (a hung process)
+        # would keep them until their timeouts, and its group cannot finish them anyway.
+        for backend in (lost, *held):
             for task in list(backend.tasks):
                 if task not in self._group_aborts and task.cancel():
-                    self._group_aborts[task] = f"aborted: its DP group {backend.group} lost {lost.name}"
+                    self._group_aborts[task] = f"aborted: its DP group {lost.group} lost {lost.name}"
                     aborted += 1
             for upstream in list(backend.streams):
                 upstream.close()
@@ -691,6 +693,8 @@ class Proxy(ServiceEndpoints, Lifecycle):
                 problem = "the stream ended without [DONE]"
                 break
         lost = self.pools[backend.phase].held_by(backend)
+        if lost is None and backend.group and backend.state == EJECTED:
+            lost = backend
         if lost is not None:
             problem = f"{problem}: aborted, its DP group {backend.group} lost {lost.name}"
         message = f"{backend.phase} instance {backend.name} failed mid-stream: {problem}"

@@ -440,8 +440,9 @@ def rank_lost(s: Setup, sibling: FakeBackend) -> None:
         pool.failed(pool.backends[sibling.url], "health check: Cannot connect (connection refused)")
 
 
+@pytest.mark.parametrize("lost", ["another-rank", "its-own-rank"])
 @async_test
-async def test_requests_stalled_on_a_group_that_lost_a_rank_are_retried_on_another_group() -> None:
+async def test_requests_stalled_on_a_group_that_lost_a_rank_are_retried_on_another_group(lost: str) -> None:
     async with running(decodes=4, group_size=2, timeouts=PATIENT) as s:
         for backend in s.decode:
             backend.behaviour = hang()  # wherever it lands, the request stalls
@@ -451,13 +452,17 @@ async def test_requests_stalled_on_a_group_that_lost_a_rank_are_retried_on_anoth
         other = [b for b in s.decode if b not in group]
         for backend in other:
             backend.behaviour = None
-        rank_lost(s, next(b for b in group if b is not stalled))
+        # A rank that stops answering is ejected too: its own requests are aborted as well.
+        rank_lost(s, stalled if lost == "its-own-rank" else next(b for b in group if b is not stalled))
         reply = await task
         health = (await s.get("/health")).json()
+        healthy = {b.name: await s.metric("pd_proxy_backend_healthy", backend=b.name, phase="decode") for b in s.decode}
 
     assert reply.status == 200 and answer_text(COMPLETIONS, reply) in {expected_text(b) for b in other}
     assert health["decode"] == {"healthy": 2, "total": 4}
-    assert s.state(stalled) == "healthy"  # held, not blamed: it comes back with its group
+    assert healthy == {b.name: float(b in other) for b in s.decode}
+    if lost == "another-rank":
+        assert s.state(stalled) == "healthy"  # held, not blamed: it comes back with its group
 
 
 @async_test
