@@ -7,6 +7,13 @@ carries no error event. Anything else (a refused connection, a 5xx, a stream cut
 error event) is a failure, kept with what went wrong. Concurrency is bounded by the number of
 workers, so the load is what a few steady clients put on the proxy, not a flood.
 
+Each failure also has a kind (``kinds`` counts them). Clear errors, which tell the client at
+once what happened: ``error answer`` (an HTTP error with an OpenAI-style JSON body),
+``error event`` (a stream ended by an error event, then ``[DONE]``), ``refused`` (nothing
+listens: the client knows at once). Bad ones (``bad``): ``timeout`` (no answer within
+``timeout``: a hang), ``cut`` (HTTP 200 with an empty, truncated or unusable body, or a
+connection closed mid-answer) and ``other``.
+
     with SteadyLoad(url, model) as load:
         ...                                 # the operation
     assert load.failed == 0, load.failures
@@ -14,13 +21,16 @@ workers, so the load is what a few steady clients put on the proxy, not a flood.
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 from ansible_collections.ascend.vllm.plugins.module_utils.sse import SSEParser, stream_error
 
@@ -36,6 +46,7 @@ class SteadyLoad:
     pause: float = 0.05  # between two requests of a worker
     succeeded: int = 0
     failures: List[str] = field(default_factory=list)
+    kinds: Counter = field(default_factory=Counter)
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _threads: List[threading.Thread] = field(default_factory=list)
@@ -45,6 +56,11 @@ class SteadyLoad:
     @property
     def failed(self) -> int:
         return len(self.failures)
+
+    @property
+    def bad(self) -> int:
+        """Failures that are not a clear error: hangs, cut or empty answers."""
+        return sum(n for kind, n in self.kinds.items() if kind not in CLEAR)
 
     @property
     def total(self) -> int:
@@ -84,21 +100,24 @@ class SteadyLoad:
         return (
             f"{self.total} requests in {self.seconds:.0f} s ({rate:.1f}/s, {self.streams} streaming + "
             f"{self.plain} non-streaming clients): {self.succeeded} succeeded, {self.failed} failed"
+            + (f" ({', '.join(f'{n} {kind}' for kind, n in sorted(self.kinds.items()))})" if self.kinds else "")
         )
 
     def _worker(self, stream: bool) -> None:
         number = 0
         while not self._stop.is_set():
             number += 1
-            problem = self._one(stream, number)
+            outcome = self._one(stream, number)
             with self._lock:
-                if problem is None:
+                if outcome is None:
                     self.succeeded += 1
                 else:
-                    self.failures.append(f"{'stream' if stream else 'plain'} request: {problem}")
+                    kind, problem = outcome
+                    self.kinds[kind] += 1
+                    self.failures.append(f"{'stream' if stream else 'plain'} request: {kind}: {problem}")
             time.sleep(self.pause)
 
-    def _one(self, stream: bool, number: int) -> Optional[str]:
+    def _one(self, stream: bool, number: int) -> Optional[Tuple[str, str]]:
         body = {
             "model": self.model,
             "messages": [{"role": "user", "content": f"Count to {number % 7 + 3}, briefly."}],
@@ -114,33 +133,59 @@ class SteadyLoad:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return _judge_stream(response) if stream else _judge_json(response.read())
         except urllib.error.HTTPError as exc:
-            return f"HTTP {exc.code}: {exc.read()[:300]!r}"
+            raw = exc.read()
+            return ("error answer" if _error_message(raw) else "other"), f"HTTP {exc.code}: {raw[:300]!r}"
+        except (TimeoutError, socket.timeout) as exc:
+            return "timeout", f"no answer within {self.timeout:g} s: {exc}"
+        except ConnectionRefusedError as exc:
+            return "refused", str(exc)
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, ConnectionRefusedError):
+                return "refused", str(exc.reason)
+            if isinstance(exc.reason, (TimeoutError, socket.timeout)):
+                return "timeout", f"no answer within {self.timeout:g} s: {exc.reason}"
+            return "other", f"no answer: {exc}"
+        except (http.client.HTTPException, ConnectionError) as exc:
+            return "cut", f"the connection broke: {type(exc).__name__}: {exc}"
         except OSError as exc:
-            return f"no answer: {exc}"
+            return "other", f"no answer: {exc}"
 
 
-def _judge_json(raw: bytes) -> Optional[str]:
+CLEAR = ("error answer", "error event", "refused")
+
+
+def _error_message(raw: bytes) -> Optional[str]:
+    """The message of an OpenAI-style error body, or None when it is not one."""
+    try:
+        error = json.loads(raw).get("error")
+    except (ValueError, AttributeError):
+        return None
+    message = error.get("message") if isinstance(error, dict) else None
+    return message if isinstance(message, str) and message else None
+
+
+def _judge_json(raw: bytes) -> Optional[Tuple[str, str]]:
     try:
         answer = json.loads(raw)
     except ValueError:
-        return f"not JSON: {raw[:200]!r}"
+        return "cut", f"HTTP 200, not JSON: {raw[:200]!r}"
     if not answer.get("choices"):
-        return f"no choices: {raw[:200]!r}"
+        return "cut", f"HTTP 200, no choices: {raw[:200]!r}"
     return None
 
 
-def _judge_stream(response: Any) -> Optional[str]:
+def _judge_stream(response: Any) -> Optional[Tuple[str, str]]:
+    """None for a whole stream; an error event is a clear error only if ``[DONE]`` follows it."""
     parser = SSEParser()
+    error: Optional[str] = None
     while True:
         chunk = response.read1(65536)
         if not chunk:
-            return "the stream ended without [DONE]"
+            return "cut", f"the stream ended without [DONE]{f' after an error event: {error}' if error else ''}"
         for event in parser.feed(chunk):
             if event.data == "[DONE]":
-                return None
+                return None if error is None else ("error event", error)
             try:
-                error = stream_error(json.loads(event.data))
+                error = error or stream_error(json.loads(event.data))
             except ValueError:
-                return f"an event that is not JSON: {event.data[:200]!r}"
-            if error:
-                return f"error event: {error}"
+                return "cut", f"an event that is not JSON: {event.data[:200]!r}"
