@@ -192,6 +192,10 @@ class Pool:
             return []
         return [b for b in self.active() if b.group == backend.group and b is not backend]
 
+    def instance_urls(self, backend: Backend) -> Set[str]:
+        """The URLs of ``backend``'s instance: every rank of its DP group, or itself alone."""
+        return {backend.url, *(b.url for b in self.siblings(backend))}
+
     def broken_groups(self) -> Set[str]:
         """The DP groups with an ejected rank: their other ranks are held."""
         return {b.group for b in self.backends.values() if b.group and b.state == EJECTED}

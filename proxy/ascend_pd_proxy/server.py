@@ -321,7 +321,8 @@ class Proxy(ServiceEndpoints, Lifecycle):
                 return self._rejected(exc, request_id)
             except BackendFailure as exc:
                 failure = exc
-                tried[phase].add((prefill if phase == "prefill" else decode).url)
+                # The retry goes to another instance: a sibling rank of the same DP group shares its fate.
+                tried[phase].update(self.pools[phase].instance_urls(prefill if phase == "prefill" else decode))
                 if exc.answered and suspects.reproduced(phase, exc):
                     return self._content_fault(phase, suspects, request_id)
                 self._retrying(attempt, phase, attempt_id, exc)
@@ -362,7 +363,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
                 return self._rejected(exc, request_id)
             except BackendFailure as exc:
                 failure = exc
-                tried.add(prefill.url)
+                tried.update(self.pools["prefill"].instance_urls(prefill))
                 if exc.answered and suspects.reproduced("prefill", exc):
                     return self._content_fault("prefill", suspects, request_id)
                 self._retrying(attempt, "prefill", attempt_id, exc)

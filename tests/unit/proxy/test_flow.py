@@ -491,3 +491,21 @@ async def test_a_stream_on_a_group_that_lost_a_rank_ends_with_an_error_naming_th
     # Later requests are served by the other group alone, never by the held rank.
     assert [r.status for r in later] == [200] * 4
     assert len(stalled.seen) == 1 and not lost.seen[1:], (stalled.seen, lost.seen)
+
+
+@async_test
+async def test_a_group_failing_every_request_is_retried_on_another_group_and_ejected() -> None:
+    """Both ranks of decode1 fail (their KV pulls cannot reach the prefill) while /health passes:
+    the retry goes to another group, not to the sibling rank, so the failures are charged."""
+    # Slow to eject: many retries, each of which could pick the sibling rank.
+    async with running(decodes=4, group_size=2, health={"failures_to_eject": 5}) as s:
+        broken = s.decode[2:]
+        for backend in broken:
+            backend.behaviour = answer(500, {"error": {"message": "cannot connect to the prefill engine", "code": 500}})
+        replies = [await s.post(COMPLETIONS, completions_body(max_tokens=4)) for _ in range(24)]
+        states = [s.state(b) for b in s.decode]
+
+    assert [r.status for r in replies] == [200] * 24, [r.body[:200] for r in replies if r.status != 200][:2]
+    assert {answer_text(COMPLETIONS, r) for r in replies} <= {expected_text(b) for b in s.decode[:2]}
+    assert states[:2] == ["healthy", "healthy"] and "ejected" in states[2:], states
+    assert sum(len(b.seen) for b in broken) >= 2
