@@ -174,8 +174,11 @@ def test_decode_requests_failing_while_health_passes(day2: Day2, fault: FaultRec
         load.wait_for(load.total + 10)
     errors = sum(v for k, v in metric(day2, "pd_proxy_backend_requests_total").items() if "error" in k)
     fault.observe(
-        observed(load, f"{errors - errors_before:.0f} decode1 attempts failed and were retried; proxy said {states}; "
-                 f"whole {back_after:.1f} s after the route was back")
+        observed(
+            load,
+            f"{errors - errors_before:.0f} decode1 attempts failed and were retried; proxy said {states}; "
+            f"whole {back_after:.1f} s after the route was back",
+        )
     )
     print(f"\ndecode health passes, requests fail: {fault.row.observed}")
     assert load.bad == 0 and load.failed == 0, load.failures[:5]
@@ -261,9 +264,11 @@ def test_many_streams_cancelled_at_once(day2: Day2, fault: FaultRecorder) -> Non
             timeout=60,
         ).read()
     )
-    fault.observe(f"{sum(b.startswith(b'HTTP/1.1 200') for b in started)} of 48 streams started, {peak:.0f} in "
-                  f"flight at the peak, {left:.0f} left after the clients closed; a request after: "
-                  f"{'answered' if after.get('choices') else 'not answered'}")
+    fault.observe(
+        f"{sum(b.startswith(b'HTTP/1.1 200') for b in started)} of 48 streams started, {peak:.0f} in "
+        f"flight at the peak, {left:.0f} left after the clients closed; a request after: "
+        f"{'answered' if after.get('choices') else 'not answered'}"
+    )
     print(f"\nmany streams cancelled: {fault.row.observed}")
     assert all(b.startswith(b"HTTP/1.1 200") for b in started), started[:3]
     assert peak >= 48 and left == 0
@@ -276,11 +281,10 @@ def long_prompt(tokens: int) -> str:
 
 
 def chat(day2: Day2, content: str, timeout: float) -> Tuple[int, Dict]:
+    body = {"model": day2.plan["served_model_name"], "messages": [{"role": "user", "content": content}]}
     request = urllib.request.Request(
         endpoint(day2) + "/v1/chat/completions",
-        data=json.dumps(
-            {"model": day2.plan["served_model_name"], "messages": [{"role": "user", "content": content}], "max_tokens": 8}
-        ).encode(),
+        data=json.dumps({**body, "max_tokens": 8}).encode(),
         headers={"Content-Type": "application/json"},
     )
     try:
