@@ -412,7 +412,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
     def _content_fault(phase: str, suspects: Suspects, request_id: str) -> web.Response:
         """Two instances of ``phase`` failed this request with a server error: its content is the
         likely cause. The client gets 502 naming both; no instance is charged."""
-        reasons = "; ".join(reason for _, reason in suspects.by_phase.pop(phase))
+        reasons = "; ".join(reason for _backend, reason in suspects.by_phase.pop(phase))
         log.warning("request %s: two %s instances failed it alike, not retried: %s", request_id, phase, reasons)
         message = (
             f"two {phase} instances failed this request alike, so the request itself is the likely cause; "
