@@ -154,7 +154,11 @@ def answer_errors(question: Mapping[str, Any], data: Mapping[str, Any], validate
     elif qtype == "multiselect":
         if not isinstance(value, list):
             return [f"'{variable}' value is expected to be a list."]
-        return [f"Value {v} for '{variable}' expected to be one of {_choices(question)}." for v in value if v not in _choices(question)]
+        return [
+            f"Value {v} for '{variable}' expected to be one of {_choices(question)}."
+            for v in value
+            if v not in _choices(question)
+        ]
     elif qtype == "multiplechoice" and value not in _choices(question):
         return [f"Value {value} for '{variable}' expected to be one of {_choices(question)}."]
     return []
@@ -197,7 +201,9 @@ def render_injected_extra_vars(credential_type: Mapping[str, Any], inputs: Mappi
     """A credential's extra vars: each injector rendered in a sandbox with the inputs that are set."""
     env = jinja2.sandbox.ImmutableSandboxedEnvironment()
     namespace = {k: v for k, v in inputs.items() if len(v)}
-    return {k: env.from_string(v).render(**namespace) for k, v in credential_type["injectors"].get("extra_vars", {}).items()}
+    return {
+        k: env.from_string(v).render(**namespace) for k, v in credential_type["injectors"].get("extra_vars", {}).items()
+    }
 
 
 def stringify(value: Any) -> Any:

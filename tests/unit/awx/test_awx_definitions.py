@@ -36,7 +36,10 @@ PLAYBOOK_OPTIONS = {
     "ascend_verify_health_timeout": ("playbooks/verify.yml", "ascend_verify_health_timeout | default(900)"),
     "rolling_restart_role": ("playbooks/rolling_restart.yml", "role=rolling_restart_role"),
     "rolling_restart_instances": ("playbooks/rolling_restart.yml", "instances=rolling_restart_instances"),
-    "rolling_restart_accept_downtime": ("playbooks/rolling_restart.yml", "accept_downtime=rolling_restart_accept_downtime"),
+    "rolling_restart_accept_downtime": (
+        "playbooks/rolling_restart.yml",
+        "accept_downtime=rolling_restart_accept_downtime",
+    ),
     "rolling_restart_drain_timeout": ("playbooks/tasks/rolling_restart_instance.yml", "rolling_restart_drain_timeout"),
     "scale_in_drain_timeout": ("playbooks/pd.yml", "scale_in_drain_timeout | default(1800)"),
     "teardown_confirm": ("playbooks/teardown.yml", "teardown_confirm | default(false) | bool"),
@@ -66,7 +69,9 @@ def sample_answer(question: Dict[str, Any]) -> Any:
         return question["choices"][-1]
     if question["type"] in ("integer", "float"):
         return max(question.get("min", 1), 1) * 2 if question["variable"] != "ascend_num_speculative_tokens" else 2
-    return {"ascend_vllm_image_tag": "v0.23.0-a3", "benchmark_baseline": "/srv/baseline.json"}.get(question["variable"], "x")
+    return {"ascend_vllm_image_tag": "v0.23.0-a3", "benchmark_baseline": "/srv/baseline.json"}.get(
+        question["variable"], "x"
+    )
 
 
 # --- AWX's own rules -------------------------------------------------------------------------
@@ -105,7 +110,15 @@ def test_the_spec_rules_refuse_what_awx_refuses(mutation: Dict[str, Any], text: 
         "description": "",
         "spec": [
             {"question_name": "m", "variable": "ascend_model", "type": "text", "required": True, "default": "x"},
-            {"question_name": "n", "variable": "n", "type": "integer", "required": False, "default": 1, "min": 0, "max": 2},
+            {
+                "question_name": "n",
+                "variable": "n",
+                "type": "integer",
+                "required": False,
+                "default": 1,
+                "min": 0,
+                "max": 2,
+            },
         ],
     }
     spec["spec"][1].update(mutation)
@@ -123,7 +136,11 @@ def test_answer_rules_as_awx_applies_them_at_launch() -> None:
     # A blank integer default is not sent (it is no integer); a blank text default is sent as
     # "", which the plan reads as unset: either way the inventory's (or the scenario's) value stays.
     variables = launch_extra_vars(template)
-    assert variables == {"ascend_scenario": "a3_pd_1p1d_200k", "ascend_model": "minimax-m2.7-w8a8", "ascend_vllm_image_tag": ""}
+    assert variables == {
+        "ascend_scenario": "a3_pd_1p1d_200k",
+        "ascend_model": "minimax-m2.7-w8a8",
+        "ascend_vllm_image_tag": "",
+    }
     with pytest.raises(ValueError, match="expected to be one of"):
         launch_extra_vars(template, {"ascend_scenario": "a3_pd_1p2d_200k"})
 
@@ -138,7 +155,10 @@ def _scenario_choices(name: str) -> List[str]:
 
 @pytest.mark.parametrize(
     ("name", "shape"),
-    [("ascend.vllm deploy PD 1P1D", {"prefill": 1, "decode": 1}), ("ascend.vllm deploy PD 1P2D", {"prefill": 1, "decode": 2})],
+    [
+        ("ascend.vllm deploy PD 1P1D", {"prefill": 1, "decode": 1}),
+        ("ascend.vllm deploy PD 1P2D", {"prefill": 1, "decode": 2}),
+    ],
 )
 def test_pd_scenario_choices_are_the_catalogues_of_that_shape(name: str, shape: Dict[str, int]) -> None:
     for scenario in _scenario_choices(name):
@@ -147,7 +167,9 @@ def test_pd_scenario_choices_are_the_catalogues_of_that_shape(name: str, shape: 
         document = ok(next((r for r in results if not r["errors"]), results[-1]))
         assert document["shape"] == shape, scenario
     # Every PD scenario of the shipped recipes is offered by the template of its shape.
-    offered = set(_scenario_choices("ascend.vllm deploy PD 1P1D")) | set(_scenario_choices("ascend.vllm deploy PD 1P2D"))
+    offered = set(_scenario_choices("ascend.vllm deploy PD 1P1D")) | set(
+        _scenario_choices("ascend.vllm deploy PD 1P2D")
+    )
     shipped = {s for r in CATALOGUE["recipes"].values() for s, v in r.get("scenarios", {}).items() if "_pd_" in s}
     assert shipped <= offered
 
@@ -208,7 +230,9 @@ def test_string_answers_coerce_to_what_the_roles_expect() -> None:
         {"evaluate_tasks": "ascend_sample_arith,ascend_sample_choice"}
     )
     assert tasks.validated_parameters["evaluate_tasks"] == ["ascend_sample_arith", "ascend_sample_choice"]
-    prompts = ArgumentSpecValidator({"benchmark_num_prompts": {"type": "int"}}).validate({"benchmark_num_prompts": "12"})
+    prompts = ArgumentSpecValidator({"benchmark_num_prompts": {"type": "int"}}).validate(
+        {"benchmark_num_prompts": "12"}
+    )
     assert prompts.validated_parameters["benchmark_num_prompts"] == 12
 
 
@@ -227,7 +251,9 @@ def test_templates_refer_to_defined_objects_and_existing_playbooks() -> None:
         assert template["inventory"] in inventories and template["project"] in projects
         assert template["execution_environment"] in environments
     types = {t["name"] for t in load_definitions("credential_types")["controller_credential_types"]}
-    assert {c["credential_type"] for c in load_definitions("credentials")["controller_credentials"]} <= types | {"Machine"}
+    assert {c["credential_type"] for c in load_definitions("credentials")["controller_credentials"]} <= types | {
+        "Machine"
+    }
 
 
 def test_apply_playbook_loads_every_definition_file() -> None:
@@ -242,7 +268,9 @@ def test_apply_playbook_loads_every_definition_file() -> None:
 CREDENTIAL_TYPE = load_definitions("credential_types")["controller_credential_types"][0]
 SECRET_INPUTS = {f["id"] for f in CREDENTIAL_TYPE["inputs"]["fields"] if f.get("secret")}
 INJECTED = CREDENTIAL_TYPE["injectors"]["extra_vars"]
-SECRET_VARIABLES = sorted(v for v, t in INJECTED.items() if re.search(r"\{\{\s*(\w+)\s*\}\}", t).group(1) in SECRET_INPUTS)
+SECRET_VARIABLES = sorted(
+    v for v, t in INJECTED.items() if re.search(r"\{\{\s*(\w+)\s*\}\}", t).group(1) in SECRET_INPUTS
+)
 TASK_KEYS = ("block", "rescue", "always")
 
 
