@@ -99,9 +99,9 @@ def survey_spec_errors(spec: Mapping[str, Any]) -> List[str]:
         default = item.get("default")
         # bool is an int in Python, and AWX's isinstance check lets True through as an integer
         # default; we refuse it, as the answer check (type() != int) would.
-        if "default" in item and default != "":
-            if not isinstance(default, SURVEY_TYPE_MAPPING[qtype]) or isinstance(default, bool):
-                errors.append(f"Default value {default!r} in survey question {idx} expected to be {qtype}.")
+        wrong_type = not isinstance(default, SURVEY_TYPE_MAPPING[qtype]) or isinstance(default, bool)
+        if "default" in item and default != "" and wrong_type:
+            errors.append(f"Default value {default!r} in survey question {idx} expected to be {qtype}.")
         for key in ("min", "max"):
             if key in item and item[key] is not None and not isinstance(item[key], int):
                 errors.append(f"The {key} limit in survey question {idx} expected to be integer.")

@@ -123,9 +123,8 @@ def test_the_spec_rules_refuse_what_awx_refuses(mutation: Dict[str, Any], text: 
     }
     spec["spec"][1].update(mutation)
     assert any(text in e for e in survey_spec_errors(spec)), survey_spec_errors(spec)
-    assert any("choices listed" in e for e in survey_spec_errors({**spec, "spec": [
-        {"question_name": "c", "variable": "c", "type": "multiplechoice", "required": True, "choices": ["a"], "default": "b"}
-    ]}))  # fmt: skip
+    choice = {"question_name": "c", "variable": "c", "type": "multiplechoice", "required": True, "choices": ["a"]}
+    assert any("choices listed" in e for e in survey_spec_errors({**spec, "spec": [{**choice, "default": "b"}]}))
 
 
 def test_answer_rules_as_awx_applies_them_at_launch() -> None:
