@@ -11,7 +11,7 @@ sizes, DP ranks, kv-transfer-config...) are refused in every layer. Nothing here
 from __future__ import annotations
 
 import posixpath
-from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from ansible_collections.ascend.vllm.plugins.module_utils.plan_values import (
     CoerceError,
@@ -27,6 +27,9 @@ from ansible_collections.ascend.vllm.plugins.module_utils.plan_values import (
     to_str,
 )
 
+# ascend_num_speculative_tokens' ceiling: EAGLE3 heads are trained to draft a few tokens (the
+# guide runs 1 and 3); a larger number is a typo, and only costs NPU time when it is not.
+MAX_SPECULATIVE_TOKENS = 8
 MODE_ROLES = {"single": ("single",), "pd": ("prefill", "decode")}
 ROLES = ("single", "prefill", "decode")
 SCENARIO_KEYS = ("description", "extends", "hardware", "env", "serve_args", *ROLES)
@@ -259,12 +262,14 @@ def role_spec(
         layers.append(("ascend_serve_args_extra", extra))
     except CoerceError as exc:
         view.issues.error(view.name, "ascend_serve_args_extra", str(exc))
+    layers += _scalar_flag_layers(view)
     for variable, layer in layers:
         for name in layer:
             if name in PLAN_OWNED_FLAGS:
                 hint = PLAN_OWNED_FLAGS[name].replace("<role>", role)
                 view.issues.error(view.name, variable, f"--{name} is written by the plan; set {hint} instead")
         flags.add(variable, {k: v for k, v in layer.items() if k not in PLAN_OWNED_FLAGS})
+    _speculative_tokens(view, flags)
     _speculative(view.name, flags, model, view.issues)
     _check_flag_values(view.name, flags, view.issues)
 
@@ -293,6 +298,40 @@ def role_spec(
         env=env,
         env_extra=view.get("ascend_env_extra", to_mapping, required=False, default={}),
     )
+
+
+def _scalar_flag_layers(view: HostView) -> List[Tuple[str, Dict[str, Any]]]:
+    """The one-value shortcuts for a scenario's flags (an AWX survey answers one field at a time,
+    never a mapping): ``ascend_max_model_len`` is ``--max-model-len``, last word like
+    ascend_serve_args_extra. Unset or blank keeps the scenario's value."""
+    layers: List[Tuple[str, Dict[str, Any]]] = []
+    max_model_len = view.get("ascend_max_model_len", lambda v: to_int(v, minimum=1), required=False)
+    if max_model_len is not None:
+        layers.append(("ascend_max_model_len", {"max-model-len": max_model_len}))
+    return layers
+
+
+def _speculative_tokens(view: HostView, flags: Layered) -> None:
+    """``ascend_num_speculative_tokens``: the scenario's ``num_speculative_tokens`` replaced on
+    every server that decodes speculatively (0 turns speculative decoding off). A scenario
+    without speculative decoding gets no method from a number alone: that is an error."""
+    variable = "ascend_num_speculative_tokens"
+    tokens = view.get(variable, lambda v: to_int(v, minimum=0, maximum=MAX_SPECULATIVE_TOKENS), required=False)
+    if tokens is None:
+        return
+    if tokens == 0:
+        flags.add(variable, {"speculative-config": None})
+        return
+    spec = flags.values.get("speculative-config")
+    if not isinstance(spec, Mapping):
+        view.issues.error(
+            view.name,
+            variable,
+            f"{tokens} speculative tokens, but this host's servers run no speculative decoding "
+            f"(--speculative-config is {spec!r}); leave it unset or 0, or choose a scenario with EAGLE3",
+        )
+        return
+    flags.add(variable, {"speculative-config": {"num_speculative_tokens": tokens}})
 
 
 def _speculative(host: str, flags: Layered, model: Model, issues: Issues) -> None:

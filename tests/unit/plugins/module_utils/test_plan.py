@@ -572,3 +572,61 @@ def test_image_files_are_what_the_containers_preload() -> None:
     document = ok(plan())
     assert document["hosts"]["a3-node1"]["image_files"] == ["/usr/lib/aarch64-linux-gnu/libjemalloc.so.2"]
     assert ok(plan(ascend_jemalloc_preload=False))["hosts"]["a3-node2"]["image_files"] == []
+
+
+# --- the one-value shortcuts an AWX survey fills (ascend_max_model_len, ascend_num_speculative_tokens)
+
+
+def test_survey_strings_set_max_model_len_and_speculative_tokens_on_every_pd_server() -> None:
+    document = ok(plan(ascend_max_model_len="65536", ascend_num_speculative_tokens="2"))
+    for server in servers(document):
+        flags = argv_flags(server["argv"])
+        assert flags["max-model-len"] == "65536", server["name"]
+        speculative = flags["speculative-config"]
+        # The number replaces the scenario's (v0.23: 1 on prefill, 3 on decode); the method and
+        # the model's EAGLE3 head stay.
+        assert speculative["num_speculative_tokens"] == 2 and speculative["method"] == "eagle3", server["name"]
+        assert speculative["model"].endswith("MiniMax-M2.7-eagle-model-short")
+
+
+def test_unset_or_blank_shortcuts_keep_the_scenario() -> None:
+    before = ok(plan())
+    after = ok(plan(ascend_max_model_len="", ascend_num_speculative_tokens=None))
+    assert [s["argv"] for s in servers(after)] == [s["argv"] for s in servers(before)]
+    flags = {s["instance"]: argv_flags(s["argv"]) for s in servers(before)}
+    assert flags["decode0"]["max-model-len"] == "196608"
+    assert (
+        flags["prefill0"]["speculative-config"]["num_speculative_tokens"],
+        flags["decode0"]["speculative-config"]["num_speculative_tokens"],
+    ) == (1, 3)
+
+
+def test_zero_speculative_tokens_turns_speculative_decoding_off() -> None:
+    document = ok(plan(**SINGLE, ascend_num_speculative_tokens="0"))
+    (server,) = servers(document)
+    assert "speculative-config" not in argv_flags(server["argv"])
+    assert [w["what"] for w in server["weights"]] == ["model"]
+
+
+def test_max_model_len_is_the_last_word_over_serve_args_extra() -> None:
+    document = ok(plan(**SINGLE, ascend_serve_args_extra={"max-model-len": 8192}, ascend_max_model_len=32768))
+    assert argv_flags(servers(document)[0]["argv"])["max-model-len"] == "32768"
+
+
+@pytest.mark.parametrize(
+    ("extra", "variable", "text"),
+    [
+        ({"ascend_max_model_len": "64k"}, "ascend_max_model_len", "not an integer"),
+        ({"ascend_max_model_len": "0"}, "ascend_max_model_len", "below the minimum 1"),
+        ({"ascend_max_model_len": "true"}, "ascend_max_model_len", "not an integer"),
+        ({"ascend_num_speculative_tokens": "-1"}, "ascend_num_speculative_tokens", "below the minimum 0"),
+        ({"ascend_num_speculative_tokens": "9"}, "ascend_num_speculative_tokens", "above the maximum 8"),
+        (
+            {"ascend_num_speculative_tokens": "3", "ascend_serve_args_extra": {"speculative-config": False}},
+            "ascend_num_speculative_tokens",
+            "run no speculative decoding",
+        ),
+    ],
+)
+def test_shortcut_values_that_cannot_apply_name_the_variable(extra: dict[str, Any], variable: str, text: str) -> None:
+    has_error(plan(**SINGLE, **extra), "a3-node1", variable, text)
