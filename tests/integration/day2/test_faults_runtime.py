@@ -337,8 +337,8 @@ def test_a_prefill_rank_killed(day2: Day2, fault: FaultRecorder) -> None:
         case="prefill rank killed (the only prefill group)",
         layer="runtime",
         injected="docker kill of prefill0's rank 1 (node1) under load; 1P2D has no other prefill group",
-        expected="requests get a clear 503 naming the held prefill ranks until the group is restarted "
-        "(rolling_restart_accept_downtime); none bad",
+        expected="every request gets a clear error answer (503: no prefill instance, or 502 from the dead "
+        "rank tried in panic mode) until the group is restarted (rolling_restart_accept_downtime); none bad",
     )
     victim_host, victim = ranks(day2, "prefill0")[1]
     with load_on(day2) as load:
