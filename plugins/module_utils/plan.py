@@ -43,6 +43,7 @@ from ansible_collections.ascend.vllm.plugins.module_utils.plan_checks import (
     check_prefill_tp,
     server_claims,
 )
+from ansible_collections.ascend.vllm.plugins.module_utils.plan_flags import ServeOptions, serve_options
 from ansible_collections.ascend.vllm.plugins.module_utils.plan_monitoring import monitoring_record
 from ansible_collections.ascend.vllm.plugins.module_utils.plan_placement import (
     Host,
@@ -168,7 +169,9 @@ class Choices:
         self.ok = True
 
 
-def _spec(host: Host, role: str, choices: Choices, model: Model) -> Optional[RoleSpec]:
+def _spec(
+    host: Host, role: str, choices: Choices, model: Model, options: Optional[ServeOptions]
+) -> Optional[RoleSpec]:
     view, recipe = host.view, choices.recipe
     try:
         raw = view.get("ascend_scenario_overrides", to_mapping, required=False) or {}
@@ -187,7 +190,7 @@ def _spec(host: Host, role: str, choices: Choices, model: Model) -> Optional[Rol
     else:
         origin = f"recipe {recipe.name} hardware {host.hardware} env"
     env_base = [(origin, hardware_env), (f"recipe {recipe.name} env", recipe.env)]
-    return role_spec(view, role, choices.scenario, choices.base, overrides, model, env_base)
+    return role_spec(view, role, choices.scenario, choices.base, overrides, model, env_base, options)
 
 
 def _model(view: HostView, catalogue: Mapping[str, Any]) -> Optional[Model]:
@@ -254,11 +257,12 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]], groups: Mapping[str, A
     pd = choices.mode == "pd"
     hosts = {h: read_host(views[h], pd and any(h in members[r] for r in roles)) for h in deployment}
     models: Dict[str, Model] = {}
+    options = serve_options(catalogue)
     specs: Dict[str, Dict[str, RoleSpec]] = {role: {} for role in roles}
     for role in roles:
         for name in members[role]:
             model = models.get(name) or _model(views[name], catalogue)
-            spec = _spec(hosts[name], role, choices, model) if model else None
+            spec = _spec(hosts[name], role, choices, model, options) if model else None
             if spec is not None:
                 models[name], specs[role][name] = model, spec
     if issues.errors:
