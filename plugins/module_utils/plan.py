@@ -39,8 +39,10 @@ from ansible_collections.ascend.vllm.plugins.module_utils.plan_catalogue import 
 from ansible_collections.ascend.vllm.plugins.module_utils.plan_checks import (
     Claim,
     check_chips_unique,
+    check_ips_unique,
     check_ports,
     check_prefill_tp,
+    check_speculative_pairing,
     server_claims,
 )
 from ansible_collections.ascend.vllm.plugins.module_utils.plan_flags import ServeOptions, serve_options
@@ -76,9 +78,11 @@ from ansible_collections.ascend.vllm.plugins.module_utils.plan_values import (
     Issues,
     format_chips,
     plain,
+    to_abs_path,
     to_bool,
     to_mapping,
     to_str,
+    url_address,
 )
 from ansible_collections.ascend.vllm.plugins.module_utils.text_table import format_rows
 
@@ -169,9 +173,7 @@ class Choices:
         self.ok = True
 
 
-def _spec(
-    host: Host, role: str, choices: Choices, model: Model, options: Optional[ServeOptions]
-) -> Optional[RoleSpec]:
+def _spec(host: Host, role: str, choices: Choices, model: Model, options: Optional[ServeOptions]) -> Optional[RoleSpec]:
     view, recipe = host.view, choices.recipe
     try:
         raw = view.get("ascend_scenario_overrides", to_mapping, required=False) or {}
@@ -223,9 +225,9 @@ def _place(choices: Choices, members: Mapping[str, List[str]], hosts: Dict[str, 
         placed = place_pd_role(role, role_hosts, specs[role], used, engine_ids, issues, grow_on)
         servers += placed
         engine_ids += len({s.instance.name for s in placed})
-    check_prefill_tp(
-        specs["prefill"][members["prefill"][0]], specs["decode"][members["decode"][0]], members["prefill"], issues
-    )
+    prefill, decode = specs["prefill"][members["prefill"][0]], specs["decode"][members["decode"][0]]
+    check_prefill_tp(prefill, decode, members["prefill"], issues)
+    check_speculative_pairing(prefill, decode, members["decode"], issues)
     return servers
 
 
@@ -256,6 +258,7 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]], groups: Mapping[str, A
     # PD servers need their host's IP and NIC (HCCL, the DP address); a proxy-only host does not.
     pd = choices.mode == "pd"
     hosts = {h: read_host(views[h], pd and any(h in members[r] for r in roles)) for h in deployment}
+    check_ips_unique(hosts, issues)
     models: Dict[str, Model] = {}
     options = serve_options(catalogue)
     specs: Dict[str, Dict[str, RoleSpec]] = {role: {} for role in roles}
@@ -393,7 +396,7 @@ def _server_record(
         "role": server.role,
         "ip": host.ip,
         "port": server.port,
-        "url": f"http://{host.ip or host.name}:{server.port}",
+        "url": f"http://{url_address(host.ip or host.name)}:{server.port}",
         "served_model_name": served,
         "model": model.path,
         "weights": weights(model, server.spec.flags.values),
@@ -445,7 +448,7 @@ def _proxies(
             "host": name,
             "name": view.get("ascend_proxy_container_name", to_str),
             "port": port,
-            "url": f"http://{hosts[name].ip or name}:{port}",
+            "url": f"http://{url_address(hosts[name].ip or name)}:{port}",
             "image": choices.image.image,
             "prefill": [_backend(r) for r in flat if r["role"] == "prefill"],
             "decode": [_backend(r) for r in flat if r["role"] == "decode"],
@@ -462,7 +465,7 @@ def _network(name: str, host: Host, roles_of: Mapping[str, set], servers: List[S
         "nic": host.nic,
         "ip": host.ip,
         "devices": sorted({c for s in servers if s.host.name == name for c in s.chips}),
-        "hccn_conf": host.view.get("ascend_hccn_conf", to_str, required=False),
+        "hccn_conf": host.view.get("ascend_hccn_conf", to_abs_path, required=False),
         "fabric_peers": peers,
     }
 

@@ -307,6 +307,16 @@ def _speculative(host: str, flags: Layered, model: Model, issues: Issues) -> Non
     if not isinstance(spec, Mapping):
         issues.error(host, variable, f"--speculative-config must be a mapping, got {spec!r}")
         return
+    draft = spec.get("model")
+    if draft not in (None, "") and not str(draft).startswith("/"):
+        # weights are read from the host (preflight checks them, the container mounts them);
+        # a relative path would be looked up inside the container, from its working directory.
+        message = (
+            f"--speculative-config model {draft!r} is not an absolute path: give the draft model's directory on "
+            "the hosts, or leave it out and set the model entry's eagle3 (relative to ascend_models_dir)"
+        )
+        issues.error(host, variable, message)
+        return
     if str(spec.get("method", "")).lower() not in ("eagle3", "eagle"):
         return
     if model.c8:

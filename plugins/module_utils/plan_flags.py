@@ -41,7 +41,6 @@ POSITIVE = frozenset(
         "api-server-count",
         "max-num-partial-prefills",
         "max-long-partial-prefills",
-        "max-logprobs",
     )
 )
 NON_NEGATIVE = frozenset(("swap-space", "cpu-offload-gb", "kv-cache-memory-bytes", "long-prefill-token-threshold"))
@@ -85,9 +84,7 @@ class ServeOptions:
         for name, value in flags.items():
             option = self.by_name.get(name)
             if option is None:
-                found[name] = (
-                    f"--{name} is not an option of vllm serve (vLLM {self.version}){self.suggestion(name)}"
-                )
+                found[name] = f"--{name} is not an option of vllm serve (vLLM {self.version}){self.suggestion(name)}"
                 continue
             problem = self._value_problem(name, option, value, flags)
             if problem:

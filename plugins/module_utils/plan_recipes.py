@@ -145,7 +145,9 @@ def choose(view: HostView, recipes: Mapping[str, Recipe], hardware: str) -> Opti
         repository = view.get("ascend_vllm_image_repository", to_str)
         image = f"{mirror}{repository}:{tag}"
     if _PLACEHOLDER_RE.search(tag):
-        issues.warn(
+        # An error, not a warning: no registry or tarball holds such an image, so the run would
+        # stop at the image step after host_tuning had already changed the hosts.
+        issues.error(
             view.name,
             "ascend_vllm_image" if view.has("ascend_vllm_image") else "ascend_vllm_image_tag",
             f"the image tag {tag!r} looks like a placeholder, not a release: nothing can pull it; "
