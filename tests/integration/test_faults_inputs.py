@@ -15,8 +15,10 @@ plan (which writes plan.json on the controller) may report ``changed``.
 
 Inventory cases (the plan refuses them, on the controller) run several playbooks at a time to
 keep the suite's cost down: one batch, one snapshot before and one after it. Host-state cases
-inject one fault into a node with the simulator's ``ascend-sim-fault`` (or a file moved away),
-run, assert, and restore the node, one at a time, since preflight reads the whole node.
+inject faults into the nodes with the simulator's ``ascend-sim-fault`` (or a file moved away),
+run, assert, and restore the nodes. Preflight reads whole nodes, so those runs go one at a
+time; faults on different resources (a file, a chip, a port, a device) share a run, each case
+asserting its own problem, and the matrix row says which cases shared it.
 """
 
 from __future__ import annotations
@@ -458,6 +460,9 @@ class HostCase:
     names: Tuple[str, ...]
     inject: Callable[[SimCluster], None]
     restore: Callable[[SimCluster], None]
+    # Cases of one group are injected together and share one run (each still asserts its own
+    # problem): faults on different resources, so none hides another, at a third of the cost.
+    group: str = ""
     layer: str = "host state"
     extra_vars: Optional[Dict[str, Any]] = None
 
@@ -500,6 +505,7 @@ HOST_CASES = [
         ("/etc/hccn.conf missing",),
         _sh(2, "mv /etc/hccn.conf /etc/hccn.conf.fault"),
         _sh(2, "mv /etc/hccn.conf.fault /etc/hccn.conf"),
+        group="node2",
     ),
     HostCase(
         "link-down",
@@ -509,6 +515,7 @@ HOST_CASES = [
         ("device 3: link DOWN",),
         _fault(1, "link", "3", "DOWN"),
         _fault(1, "link", "3", "UP"),
+        group="node1",
     ),
     HostCase(
         "device-ip-unreachable",
@@ -518,6 +525,7 @@ HOST_CASES = [
         ("device 5: ping", "(device 5 of NODE2) failed"),
         _reachability("unreachable", 1, 2, 5),
         _reachability("reachable", 1, 2, 5),
+        group="node1",
     ),
     HostCase(
         "decode-rank-port-taken",
@@ -527,6 +535,7 @@ HOST_CASES = [
         ("port 7101", "decode0 DP rank 1", "vllm-decode0-dp1", "ascend_decode_port", "already in use"),
         _fault(2, "port-hold", "7101"),
         _fault(2, "port-release", "7101"),
+        group="node2",
     ),
     HostCase(
         "kv-port-taken",
@@ -536,6 +545,7 @@ HOST_CASES = [
         ("port 18010", "Mooncake kv ports of prefill0 DP rank 1", "ascend_prefill_kv_port"),
         _fault(1, "port-hold", "18010"),
         _fault(1, "port-release", "18010"),
+        group="node1",
     ),
     HostCase(
         "nic-missing",
@@ -547,6 +557,7 @@ HOST_CASES = [
         _nothing,
         layer="inventory",
         extra_vars={"ascend_nic_name": "eth9"},
+        group="nic",
     ),
     HostCase(
         "chip-unhealthy",
@@ -556,6 +567,7 @@ HOST_CASES = [
         ("(index 9): health Alarm", "chip of vllm-decode0-dp1"),
         _fault(2, "chip-health", "9", "Alarm"),
         _fault(2, "chip-health", "9", "OK"),
+        group="node2",
     ),
     HostCase(
         "weights-missing",
@@ -565,28 +577,51 @@ HOST_CASES = [
         ("model of vllm-decode0-dp0 missing", "/root/.cache/MiniMax-M2.7-w8a8-QuaRot/config.json"),
         _fault(2, "weights-missing", "/root/.cache/MiniMax-M2.7-w8a8-QuaRot"),
         _fault(2, "weights-restore", "/root/.cache/MiniMax-M2.7-w8a8-QuaRot"),
+        group="node2",
     ),
 ]
 
 
+@pytest.fixture(scope="module")
+def host_runs(sim_cluster: SimCluster, tmp_path_factory: pytest.TempPathFactory):
+    """Each group of host-state cases: injected, the playbook run with snapshots before and
+    after, the nodes restored (whatever happened)."""
+    root = tmp_path_factory.mktemp("fault-hosts")
+    runs = {}
+    for group in dict.fromkeys(c.group for c in HOST_CASES):
+        cases = [c for c in HOST_CASES if c.group == group]
+        injected: List[HostCase] = []
+        try:
+            for case in cases:
+                case.inject(sim_cluster)
+                injected.append(case)
+            mark(sim_cluster)
+            before = snapshot(sim_cluster)
+            extra_vars = {k: v for c in cases for k, v in (c.extra_vars or {}).items()}
+            inventory = root / group
+            inventory.mkdir()
+            for item in ("hosts.yml", "group_vars"):
+                (inventory / item).symlink_to(sim_cluster.inventory / item)
+            extra = ["-e", _json(extra_vars)] if extra_vars else []
+            result, seconds = ansible(PLAYBOOK, inventory, *extra)
+            runs[group] = (result, seconds, before, snapshot(sim_cluster))
+        finally:
+            for case in reversed(injected):
+                case.restore(sim_cluster)
+    return runs
+
+
 @pytest.mark.parametrize("case", HOST_CASES, ids=lambda c: c.id)
-def test_bad_host_state_is_caught_by_preflight_before_any_host_changes(case: HostCase, sim_cluster, fault):
+def test_bad_host_state_is_caught_by_preflight_before_any_host_changes(case: HostCase, host_runs, sim_cluster, fault):
     host = sim_cluster.nodes[case.host - 1]
+    together = [c.id for c in HOST_CASES if c.group == case.group and c is not case]
     fault.describe(
         case=case.case,
         layer=case.layer,
-        injected=case.injected,
+        injected=case.injected + (f" (one run with: {', '.join(together)})" if together else ""),
         expected=f"preflight fails on node{case.host} naming {case.names[0]}; no host changed",
     )
-    case.inject(sim_cluster)
-    try:
-        mark(sim_cluster)
-        before = snapshot(sim_cluster)
-        extra = ["-e", _json(case.extra_vars)] if case.extra_vars else []
-        result, seconds = ansible(PLAYBOOK, sim_cluster.inventory, *extra)
-        after = snapshot(sim_cluster)
-    finally:
-        case.restore(sim_cluster)
+    result, seconds, before, after = host_runs[case.group]
     output = result.stdout + result.stderr
     names = [n.replace("NODE2", sim_cluster.nodes[1]) for n in case.names]
     named = [line for line in problems(output) if line.startswith(f"{host}: ")]
