@@ -429,7 +429,11 @@ def test_bad_inventory_is_refused_before_any_host_changes(case: InventoryCase, i
         case=case.case,
         layer="inventory",
         injected=case.injected,
-        expected=f"exit 2 before any host task, naming node{case.host} and {case.names[0]}",
+        expected=(
+            f"exit 2 before any host task, naming the file and line ({case.names[0]})"
+            if case.raw_group_vars is not None
+            else f"exit 2 before any host task, naming node{case.host} and {case.names[0]}"
+        ),
     )
     result, seconds = results[case.id]
     output = result.stdout + result.stderr
