@@ -28,6 +28,7 @@ from ansible_collections.ascend.vllm.plugins.module_utils.plan import (
     serve_commands,
 )
 from ansible_collections.ascend.vllm.plugins.plugin_utils.catalogue import load_catalogue
+from ansible_collections.ascend.vllm.plugins.plugin_utils.inventory_yaml import yaml_errors
 
 display = Display()
 
@@ -94,7 +95,18 @@ class ActionModule(ActionBase):
         args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
         groups = task_vars.get("groups") or {}
         hostvars = task_vars.get("hostvars") or {}
-        outcome = build_plan(inventory_vars(hostvars, inventory_hosts(groups)), groups, load_catalogue())
+        try:
+            variables = inventory_vars(hostvars, inventory_hosts(groups))
+        except Exception as exc:  # Ansible raises its own errors for a vars file it cannot load
+            sources = [*(task_vars.get("ansible_inventory_sources") or []), task_vars.get("playbook_dir") or ""]
+            broken = yaml_errors(s for s in sources if s)
+            if not broken:
+                raise
+            raise AnsibleActionFail(
+                "an inventory vars file is not valid YAML; nothing was changed on any host:\n"
+                + "\n".join(f"  - {problem}" for problem in broken)
+            ) from exc
+        outcome = build_plan(variables, groups, load_catalogue())
         warnings = [issue["text"] for issue in outcome["warnings"]]
         errors = [issue["text"] for issue in outcome["errors"]]
         plan = outcome["plan"]

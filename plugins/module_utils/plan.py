@@ -39,10 +39,13 @@ from ansible_collections.ascend.vllm.plugins.module_utils.plan_catalogue import 
 from ansible_collections.ascend.vllm.plugins.module_utils.plan_checks import (
     Claim,
     check_chips_unique,
+    check_ips_unique,
     check_ports,
     check_prefill_tp,
+    check_speculative_pairing,
     server_claims,
 )
+from ansible_collections.ascend.vllm.plugins.module_utils.plan_flags import ServeOptions, serve_options
 from ansible_collections.ascend.vllm.plugins.module_utils.plan_monitoring import monitoring_record
 from ansible_collections.ascend.vllm.plugins.module_utils.plan_placement import (
     Host,
@@ -75,9 +78,11 @@ from ansible_collections.ascend.vllm.plugins.module_utils.plan_values import (
     Issues,
     format_chips,
     plain,
+    to_abs_path,
     to_bool,
     to_mapping,
     to_str,
+    url_address,
 )
 from ansible_collections.ascend.vllm.plugins.module_utils.text_table import format_rows
 
@@ -168,7 +173,7 @@ class Choices:
         self.ok = True
 
 
-def _spec(host: Host, role: str, choices: Choices, model: Model) -> Optional[RoleSpec]:
+def _spec(host: Host, role: str, choices: Choices, model: Model, options: Optional[ServeOptions]) -> Optional[RoleSpec]:
     view, recipe = host.view, choices.recipe
     try:
         raw = view.get("ascend_scenario_overrides", to_mapping, required=False) or {}
@@ -187,7 +192,7 @@ def _spec(host: Host, role: str, choices: Choices, model: Model) -> Optional[Rol
     else:
         origin = f"recipe {recipe.name} hardware {host.hardware} env"
     env_base = [(origin, hardware_env), (f"recipe {recipe.name} env", recipe.env)]
-    return role_spec(view, role, choices.scenario, choices.base, overrides, model, env_base)
+    return role_spec(view, role, choices.scenario, choices.base, overrides, model, env_base, options)
 
 
 def _model(view: HostView, catalogue: Mapping[str, Any]) -> Optional[Model]:
@@ -220,9 +225,9 @@ def _place(choices: Choices, members: Mapping[str, List[str]], hosts: Dict[str, 
         placed = place_pd_role(role, role_hosts, specs[role], used, engine_ids, issues, grow_on)
         servers += placed
         engine_ids += len({s.instance.name for s in placed})
-    check_prefill_tp(
-        specs["prefill"][members["prefill"][0]], specs["decode"][members["decode"][0]], members["prefill"], issues
-    )
+    prefill, decode = specs["prefill"][members["prefill"][0]], specs["decode"][members["decode"][0]]
+    check_prefill_tp(prefill, decode, members["prefill"], issues)
+    check_speculative_pairing(prefill, decode, members["decode"], issues)
     return servers
 
 
@@ -253,12 +258,14 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]], groups: Mapping[str, A
     # PD servers need their host's IP and NIC (HCCL, the DP address); a proxy-only host does not.
     pd = choices.mode == "pd"
     hosts = {h: read_host(views[h], pd and any(h in members[r] for r in roles)) for h in deployment}
+    check_ips_unique(hosts, issues)
     models: Dict[str, Model] = {}
+    options = serve_options(catalogue)
     specs: Dict[str, Dict[str, RoleSpec]] = {role: {} for role in roles}
     for role in roles:
         for name in members[role]:
             model = models.get(name) or _model(views[name], catalogue)
-            spec = _spec(hosts[name], role, choices, model) if model else None
+            spec = _spec(hosts[name], role, choices, model, options) if model else None
             if spec is not None:
                 models[name], specs[role][name] = model, spec
     if issues.errors:
@@ -389,7 +396,7 @@ def _server_record(
         "role": server.role,
         "ip": host.ip,
         "port": server.port,
-        "url": f"http://{host.ip or host.name}:{server.port}",
+        "url": f"http://{url_address(host.ip or host.name)}:{server.port}",
         "served_model_name": served,
         "model": model.path,
         "weights": weights(model, server.spec.flags.values),
@@ -441,7 +448,7 @@ def _proxies(
             "host": name,
             "name": view.get("ascend_proxy_container_name", to_str),
             "port": port,
-            "url": f"http://{hosts[name].ip or name}:{port}",
+            "url": f"http://{url_address(hosts[name].ip or name)}:{port}",
             "image": choices.image.image,
             "prefill": [_backend(r) for r in flat if r["role"] == "prefill"],
             "decode": [_backend(r) for r in flat if r["role"] == "decode"],
@@ -458,7 +465,7 @@ def _network(name: str, host: Host, roles_of: Mapping[str, set], servers: List[S
         "nic": host.nic,
         "ip": host.ip,
         "devices": sorted({c for s in servers if s.host.name == name for c in s.chips}),
-        "hccn_conf": host.view.get("ascend_hccn_conf", to_str, required=False),
+        "hccn_conf": host.view.get("ascend_hccn_conf", to_abs_path, required=False),
         "fabric_peers": peers,
     }
 

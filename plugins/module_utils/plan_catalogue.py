@@ -13,6 +13,7 @@ from __future__ import annotations
 import posixpath
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+from ansible_collections.ascend.vllm.plugins.module_utils.plan_flags import ServeOptions
 from ansible_collections.ascend.vllm.plugins.module_utils.plan_values import (
     CoerceError,
     HostView,
@@ -21,7 +22,6 @@ from ansible_collections.ascend.vllm.plugins.module_utils.plan_values import (
     deep_merge,
     normalize_flags,
     to_bool,
-    to_float,
     to_int,
     to_mapping,
     to_str,
@@ -239,6 +239,7 @@ def role_spec(
     overrides: Mapping[str, Any],
     model: Model,
     env_base: Sequence[Tuple[str, Mapping[str, Any]]],
+    options: Optional[ServeOptions] = None,
 ) -> Optional[RoleSpec]:
     """What ``role`` runs as on the host of ``view``: topology, flags and env with their origins.
 
@@ -271,7 +272,7 @@ def role_spec(
         flags.add(variable, {k: v for k, v in layer.items() if k not in PLAN_OWNED_FLAGS})
     _speculative_tokens(view, flags)
     _speculative(view.name, flags, model, view.issues)
-    _check_flag_values(view.name, flags, view.issues)
+    _check_flag_values(view.name, flags, view.issues, options)
 
     env = Layered()
     for variable, layer in env_base:
@@ -281,11 +282,13 @@ def role_spec(
 
     world = sizes["tp"]
     for name in ("pipeline-parallel-size", "prefill-context-parallel-size"):
-        if flags.values.get(name) not in (None, False):
+        # `is` and not `in (None, False)`: 0 == False in Python, and 0 is a value to refuse, not "unset".
+        if flags.values.get(name) is not None and flags.values.get(name) is not False:
             try:
                 world *= to_int(flags.values[name], minimum=1)
             except CoerceError as exc:
-                view.issues.error(view.name, flags.origin.get(name, name), f"--{name}: {exc}")
+                if options is None:  # otherwise vLLM's option table has reported it
+                    view.issues.error(view.name, flags.origin.get(name, name), f"--{name}: {exc}")
     return RoleSpec(
         role=role,
         instances=sizes["instances"],
@@ -337,11 +340,21 @@ def _speculative_tokens(view: HostView, flags: Layered) -> None:
 def _speculative(host: str, flags: Layered, model: Model, issues: Issues) -> None:
     """Fill in the model's EAGLE3 head; refuse EAGLE3 with C8 weights (unsupported, seed FAQ)."""
     spec = flags.values.get("speculative-config")
-    if spec in (None, False):
+    if spec is None or spec is False:
         return
     variable = flags.origin.get("speculative-config", "speculative-config")
     if not isinstance(spec, Mapping):
         issues.error(host, variable, f"--speculative-config must be a mapping, got {spec!r}")
+        return
+    draft = spec.get("model")
+    if draft not in (None, "") and not str(draft).startswith("/"):
+        # weights are read from the host (preflight checks them, the container mounts them);
+        # a relative path would be looked up inside the container, from its working directory.
+        message = (
+            f"--speculative-config model {draft!r} is not an absolute path: give the draft model's directory on "
+            "the hosts, or leave it out and set the model entry's eagle3 (relative to ascend_models_dir)"
+        )
+        issues.error(host, variable, message)
         return
     if str(spec.get("method", "")).lower() not in ("eagle3", "eagle"):
         return
@@ -359,20 +372,12 @@ def _speculative(host: str, flags: Layered, model: Model, issues: Issues) -> Non
             flags.values["speculative-config"] = {**spec, "model": model.eagle3}
 
 
-def _check_flag_values(host: str, flags: Layered, issues: Issues) -> None:
-    """The values vLLM would reject at start that an operator is likely to mistype."""
-    for name, check in (
-        ("gpu-memory-utilization", lambda v: 0 < to_float(v) <= 1),
-        ("max-num-seqs", lambda v: to_int(v, minimum=1) > 0),
-    ):
-        if flags.values.get(name) in (None, False):
-            continue
-        variable = flags.origin.get(name, name)
-        try:
-            if not check(flags.values[name]):
-                issues.error(host, variable, f"--{name} {flags.values[name]} is out of range")
-        except CoerceError as exc:
-            issues.error(host, variable, f"--{name}: {exc}")
+def _check_flag_values(host: str, flags: Layered, issues: Issues, options: Optional[ServeOptions]) -> None:
+    """Flags vLLM does not have, and values it would reject at start (vLLM's option table),
+    each naming the variable that set the flag; then switches that contradict each other."""
+    if options is not None:
+        for name, problem in options.problems(flags.values).items():
+            issues.error(host, flags.origin.get(name, name), problem)
     for name, value in flags.values.items():
         for negative, positive in (("no-", ""), ("disable-", "enable-")):
             opposite = positive + name[len(negative) :]

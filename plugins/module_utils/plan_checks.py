@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from ansible_collections.ascend.vllm.plugins.module_utils.plan_catalogue import RoleSpec
-from ansible_collections.ascend.vllm.plugins.module_utils.plan_placement import Server
+from ansible_collections.ascend.vllm.plugins.module_utils.plan_placement import Host, Server
 from ansible_collections.ascend.vllm.plugins.module_utils.plan_values import Issues
 
 # Mooncake's transfer engine listens on random ports in [20000, 20000 + 1000 x chips) of a host.
@@ -115,3 +115,49 @@ def check_prefill_tp(prefill: RoleSpec, decode: RoleSpec, prefill_hosts: List[st
             "Mooncake needs prefill tp >= decode tp"
         )
         issues.error(f"group prefill ({', '.join(prefill_hosts)})", prefill.origin["tp"], message)
+
+
+def check_ips_unique(hosts: Mapping[str, Host], issues: Issues) -> None:
+    """One ``ascend_local_ip`` per host: HCCL, the DP group address and the proxy's backend
+    URLs would all reach the first host holding it."""
+    owner: Dict[str, str] = {}
+    for name, host in hosts.items():
+        if not host.ip:
+            continue
+        first = owner.setdefault(host.ip, name)
+        if first != name:
+            message = f"{host.ip} is also the ascend_local_ip of {first}: two hosts cannot share one address"
+            issues.error(name, "ascend_local_ip", message)
+
+
+def _speculation(spec: RoleSpec) -> Optional[Dict[str, object]]:
+    value = spec.flags.values.get("speculative-config")
+    if not isinstance(value, Mapping):
+        return None
+    return {"method": str(value.get("method") or "mtp").lower(), "model": value.get("model")}
+
+
+def check_speculative_pairing(prefill: RoleSpec, decode: RoleSpec, decode_hosts: List[str], issues: Issues) -> None:
+    """Prefill and decode speculate alike: both or neither, with one method and one draft model.
+
+    The decode instance continues the drafts of the request whose KV (the draft layers'
+    included) prefill computed; the number of speculative tokens may differ (the guide runs 1
+    on prefill and 3 on decode).
+    """
+    mine, theirs = _speculation(decode), _speculation(prefill)
+    if mine == theirs:
+        return
+    variable = decode.flags.origin.get("speculative-config") or prefill.flags.origin.get(
+        "speculative-config", "speculative-config"
+    )
+
+    def show(side: Optional[Dict[str, object]]) -> str:
+        if side is None:
+            return "off"
+        return f"method {side['method']}" + (f", model {side['model']}" if side["model"] else "")
+
+    message = (
+        f"--speculative-config on decode ({show(mine)}) differs from prefill's ({show(theirs)}): both roles must "
+        "use one method and draft model (only num_speculative_tokens may differ)"
+    )
+    issues.error(f"group decode ({', '.join(decode_hosts)})", variable, message)

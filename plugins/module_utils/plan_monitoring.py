@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from ansible_collections.ascend.vllm.plugins.module_utils.plan_values import HostView, Issues, to_str
+from ansible_collections.ascend.vllm.plugins.module_utils.plan_values import HostView, Issues, to_str, url_address
 
 JOBS = ("vllm", "pd_proxy", "node")
 METRICS_PATH = "/metrics"
@@ -52,7 +52,8 @@ def _address(host: str, hosts: Mapping[str, Mapping[str, Any]], view: Optional[H
 
 
 def _target(address: str, port: int, labels: Mapping[str, Any]) -> Dict[str, Any]:
-    return {"target": f"{address}:{port}", "labels": {k: str(v) for k, v in labels.items() if v is not None}}
+    labels = {k: str(v) for k, v in labels.items() if v is not None}
+    return {"target": f"{url_address(address)}:{port}", "labels": labels}
 
 
 def _collides(host: str, port: int, variable: str, taken: Sequence[Mapping[str, Any]], issues: Issues) -> None:
@@ -91,7 +92,7 @@ def monitoring_record(
             if port is None:
                 continue
             _collides(name, port, "ascend_node_exporter_port", record["ports"], issues)
-            exporter = {"host": name, "ip": address, "port": port, "target": f"{address}:{port}"}
+            exporter = {"host": name, "ip": address, "port": port, "target": f"{url_address(address)}:{port}"}
             exporters.append(exporter)
             nodes.append(_target(address, port, {"instance": name, "role": "node", "host": name}))
     prometheus = []
@@ -105,7 +106,7 @@ def monitoring_record(
         taken += [{"first": e["port"], "last": e["port"], **exporter} for e in exporters if e["host"] == name]
         _collides(name, port, "ascend_prometheus_port", taken, issues)
         address = _address(name, hosts, view)
-        prometheus.append({"host": name, "ip": address, "port": port, "url": f"http://{address}:{port}"})
+        prometheus.append({"host": name, "ip": address, "port": port, "url": f"http://{url_address(address)}:{port}"})
     targets = {"vllm": vllm, "pd_proxy": proxies, "node": nodes}
     return {
         "prometheus": prometheus,

@@ -66,6 +66,16 @@ def _ip_address(value: object) -> str:
     return text
 
 
+def _nic_name(value: object) -> str:
+    """A Linux interface name (the kernel's rules: 1-15 bytes, no '/', ':' or white space).
+    HCCL, Gloo and the TP sockets bind by this name; preflight checks that it exists."""
+    text = to_str(value)
+    wrong = len(text.encode()) > 15 or text in ("", ".", "..") or any(c in text for c in "/: \t\n")
+    if wrong:
+        raise CoerceError(f"{text!r} cannot be a network interface name (1-15 characters, no '/', ':' or spaces)")
+    return text
+
+
 def read_host(view: HostView, needs_network: bool) -> Host:
     """A host's hardware, usable chips and (for PD servers, which need them) IP and NIC."""
     hardware = view.choice("ascend_hardware", tuple(CHIPS_PER_HARDWARE))
@@ -80,7 +90,7 @@ def read_host(view: HostView, needs_network: bool) -> Host:
     chips = view.get("ascend_chips", lambda v: to_chip_ids(v, limit=per_node), required=False)
     chips = list(range(per_node)) if chips is None else chips
     ip = view.get("ascend_local_ip", _ip_address, required=needs_network)
-    nic = view.get("ascend_nic_name", to_str, required=needs_network)
+    nic = view.get("ascend_nic_name", _nic_name, required=needs_network)
     return Host(view.name, view, hardware, per_node, chips, ip, nic)
 
 

@@ -144,15 +144,18 @@ def choose(view: HostView, recipes: Mapping[str, Recipe], hardware: str) -> Opti
         mirror = view.get("ascend_vllm_image_mirror", to_str, required=False) or ""
         repository = view.get("ascend_vllm_image_repository", to_str)
         image = f"{mirror}{repository}:{tag}"
+    tag_variable = "ascend_vllm_image" if view.has("ascend_vllm_image") else "ascend_vllm_image_tag"
     if _PLACEHOLDER_RE.search(tag):
-        issues.warn(
+        # An error, not a warning: no registry or tarball holds such an image, so the run would
+        # stop at the image step after host_tuning had already changed the hosts.
+        issues.error(
             view.name,
-            "ascend_vllm_image" if view.has("ascend_vllm_image") else "ascend_vllm_image_tag",
+            tag_variable,
             f"the image tag {tag!r} looks like a placeholder, not a release: nothing can pull it; "
             "set the vLLM-Ascend release you validated (e.g. v0.23.0-a3 on A3, v0.23.0 on A2)",
         )
     elif tag == "latest":
-        issues.warn(view.name, "ascend_vllm_image", "the image tag 'latest' moves: pin the vLLM-Ascend release")
+        issues.warn(view.name, tag_variable, "the image tag 'latest' moves: pin the vLLM-Ascend release")
     return ImageChoice(recipe, image, why)
 
 

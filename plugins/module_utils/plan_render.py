@@ -19,7 +19,9 @@ from ansible_collections.ascend.vllm.plugins.module_utils.plan_values import (
     Issues,
     env_value,
     render_flags,
+    to_abs_path,
     to_bool,
+    to_size,
     to_str,
     to_str_list,
 )
@@ -118,11 +120,11 @@ def env_prepend(host: Host, pd: bool) -> Dict[str, str]:
     prepend: Dict[str, str] = {}
     if view.get("ascend_jemalloc_preload", to_bool):
         arch = view.choice("ascend_cpu_arch", tuple(JEMALLOC))
-        path = view.get("ascend_jemalloc_path", to_str, required=False) or JEMALLOC.get(arch or "", "")
+        path = view.get("ascend_jemalloc_path", to_abs_path, required=False) or JEMALLOC.get(arch or "", "")
         if path:
             prepend["LD_PRELOAD"] = path
     if pd:
-        mooncake = view.get("ascend_mooncake_lib_dir", to_str, required=False)
+        mooncake = view.get("ascend_mooncake_lib_dir", to_abs_path, required=False)
         if mooncake:
             prepend["LD_LIBRARY_PATH"] = mooncake
     return prepend
@@ -166,7 +168,7 @@ def container_settings(host: Host, recipe_container: Mapping[str, Any]) -> Conta
     ipc = view.choice(
         "ascend_container_ipc_mode", ("private", "shareable", "host"), default=recipe_container.get("ipc_mode")
     )
-    shm = view.get("ascend_container_shm_size", to_str, required=False, default=recipe_container.get("shm_size"))
+    shm = view.get("ascend_container_shm_size", to_size, required=False, default=recipe_container.get("shm_size"))
     mounts = view.get("ascend_driver_mounts", to_str_list, default=recipe_container.get("driver_mounts")) or []
     return ContainerSettings(ipc, shm, mounts)
 
@@ -192,7 +194,7 @@ def container(
         if path and not posixpath.normpath(path).startswith(models_dir + "/"):
             volumes.append(f"{posixpath.normpath(path)}:{posixpath.normpath(path)}:ro")
     if server.dp_rank is not None:
-        hccn_conf = view.get("ascend_hccn_conf", to_str, required=False)
+        hccn_conf = view.get("ascend_hccn_conf", to_abs_path, required=False)
         if hccn_conf:
             volumes.append(f"{hccn_conf}:{hccn_conf}:ro")
     volumes += view.get("ascend_container_mounts_extra", to_str_list, required=False) or []

@@ -11,9 +11,10 @@ prefixes with the host and the variable. Nothing here imports Ansible.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import re
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 _INT_TEXT = re.compile(r"^[+-]?[0-9]+$")
 TRUE_WORDS = frozenset(("true", "yes", "on", "1"))
@@ -114,6 +115,43 @@ def to_str(value: Any) -> str:
     return str(value)
 
 
+def to_abs_path(value: Any) -> str:
+    """An absolute path: a relative one would be taken from wherever a task or a container
+    happens to run, and so read the wrong file or none."""
+    text = to_str(value).strip()
+    if not text.startswith("/"):
+        raise CoerceError(f"{text!r} is not an absolute path")
+    return text
+
+
+# Docker's sizes (docker run --shm-size, community.docker's shm_size): a positive number and an
+# optional unit, b k m g t p, binary multiples.
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([bkmgtp]?)(?:i?b)?\s*$", re.IGNORECASE)
+
+
+def to_size(value: Any) -> str:
+    """A Docker size (``64g``, ``512m``, ``1073741824``) above zero, as text."""
+    if isinstance(value, bool):
+        raise CoerceError(f"{value!r} is a boolean, not a size")
+    text = str(value).strip() if isinstance(value, (int, str)) else None
+    match = _SIZE_RE.match(text or "")
+    if text is None or match is None:
+        raise CoerceError(f"{value!r} is not a size (a number and an optional unit b, k, m, g, t: e.g. 64g)")
+    if float(match.group(1)) <= 0:
+        raise CoerceError(f"{value!r} is not above zero")
+    return text
+
+
+def url_address(address: str) -> str:
+    """An address as it goes into a URL or a ``host:port`` target: IPv6 literals in brackets
+    (RFC 3986), since ``http://fd00::1:8000`` names no port."""
+    try:
+        literal = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    return f"[{address}]" if literal.version == 6 else address
+
+
 def to_mapping(value: Any) -> Dict[str, Any]:
     """A dict from a mapping, or from JSON text (how a survey or ``-e key=value`` passes one)."""
     if value is None or value == "":
@@ -162,16 +200,20 @@ def to_chip_ids(value: Any, limit: Optional[int] = None) -> List[int]:
         return number
 
     if isinstance(value, str) and not value.strip().startswith("["):
-        chips: List[int] = []
+        # Every bound is read and checked before any range is expanded: a mistyped part
+        # anywhere fails in time linear in the text, never in the size of a range.
+        spans: List[Tuple[int, int]] = []
         for part in (p.strip() for p in value.split(",")):
             first, sep, last = part.partition("-")
             if not sep:
-                chips += [chip(part)] if part else []
+                if part:
+                    spans.append((chip(part), chip(part)))
                 continue
             start, end = chip(first), chip(last)
             if end < start:
                 raise CoerceError(f"chip range {part!r} runs backwards")
-            chips += range(start, end + 1)
+            spans.append((start, end))
+        chips: List[int] = [c for start, end in spans for c in range(start, end + 1)]
     else:
         items = to_str_list(value) if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):

@@ -9,6 +9,7 @@ updates them; a site's inventory keeps only its choices. Read once per process.
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Any, Dict
 
@@ -27,7 +28,12 @@ def _load(path: Path) -> Dict[str, Any]:
 
 @functools.lru_cache(maxsize=4)
 def load_catalogue(directory: str = str(CATALOGUE_DIR)) -> Dict[str, Any]:
-    """``{"models", "recipes", "defaults", "foreign"}`` from ``directory``."""
+    """``{"models", "recipes", "defaults", "foreign", "serve_options"}`` from ``directory``.
+
+    ``serve_options`` is vllm-serve-options.json: every option of ``vllm serve`` as the
+    argument parser of vLLM 0.33.0 defines it, generated from that parser (see docs/plan.md,
+    "Validation"); the plan checks every flag it writes against it.
+    """
     root = Path(directory)
     defaults = _load(root / "defaults.yml")
     recipes = {}
@@ -39,4 +45,5 @@ def load_catalogue(directory: str = str(CATALOGUE_DIR)) -> Dict[str, Any]:
         "recipes": recipes,
         "defaults": defaults["variables"],
         "foreign": list(defaults.get("foreign") or []),
+        "serve_options": json.loads((root / "vllm-serve-options.json").read_text(encoding="utf-8")),
     }

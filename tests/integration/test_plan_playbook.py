@@ -167,10 +167,10 @@ def test_problems_fail_naming_host_and_variable_and_write_nothing(tmp_path: Path
 
 
 def test_warnings_are_ansible_warnings(tmp_path: Path) -> None:
-    result = run("playbooks/plan.yml", "a3", "-e", f"plan_dir={tmp_path}", "-e", "ascend_vllm_image_tag=CHANGE-ME")
+    result = run("playbooks/plan.yml", "a3", "-e", f"plan_dir={tmp_path}", "-e", "ascend_vllm_image_tag=latest")
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(
-        r"\[WARNING\]: a3-node1: ascend_vllm_image_tag: the image tag 'CHANGE-ME' looks like a",
+        r"\[WARNING\]: a3-node1: ascend_vllm_image_tag: the image tag 'latest' moves",
         result.stderr + result.stdout,
     )
 

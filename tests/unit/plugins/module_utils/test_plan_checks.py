@@ -163,7 +163,7 @@ def test_contradicting_flags() -> None:
 def test_flag_values_checked() -> None:
     has_error(plan(ascend_serve_args_extra={"gpu_memory_utilization": "high"}), "a3-node1", "ascend_serve_args_extra")
     has_error(plan(ascend_serve_args_extra={"gpu-memory-utilization": 1.5}), "a3-node1", "", "out of range")
-    has_error(plan(ascend_serve_args_extra={"max-num-seqs": "0"}), "a3-node1", "ascend_serve_args_extra", "minimum")
+    has_error(plan(ascend_serve_args_extra={"max-num-seqs": "0"}), "a3-node1", "ascend_serve_args_extra", "at least 1")
 
 
 def test_missing_and_unknown_settings() -> None:
