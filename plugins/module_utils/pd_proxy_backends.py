@@ -69,7 +69,10 @@ def proxy_instances(backends: Optional[Sequence[Mapping[str, Any]]]) -> List[Dic
     found = []
     for backend in backends or []:
         url = str(backend.get("url") or "").rstrip("/")  # "" is refused by the role's checks
-        found.append({"url": url, "name": str(backend.get("name") or url), "group": str(backend.get("instance") or "")})
+        instance = {"url": url, "name": str(backend.get("name") or url)}
+        if backend.get("instance"):  # a rank on its own has no group
+            instance["group"] = str(backend["instance"])
+        found.append(instance)
     return found
 
 
@@ -83,10 +86,10 @@ def targets(record: Optional[Mapping[str, Any]], instances: Sequence[str]) -> Li
     if not isinstance(record, Mapping):
         raise ProxyError("instances need record: the plan's proxy record (ascend_plan.hosts[<proxy host>].proxy)")
     found = [
-        Target(phase, i["url"], i["name"], i["group"])
+        Target(phase, i["url"], i["name"], i.get("group", ""))
         for phase in PHASES
         for i in proxy_instances(record.get(phase))
-        if i["group"] in instances
+        if i.get("group", "") in instances
     ]
     missing = [i for i in instances if i not in {t.instance for t in found}]
     if missing:

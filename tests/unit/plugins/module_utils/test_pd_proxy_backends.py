@@ -253,7 +253,7 @@ def test_proxy_instances_carry_each_rank_s_dp_group() -> None:
         {"url": "http://10.0.0.2:7100", "name": "n2/decode0-dp0", "group": "decode0"},
         {"url": "http://10.0.0.2:7101", "name": "n2/decode0-dp1", "group": "decode0"},
     ]
-    assert proxy_instances([{"name": "no url"}]) == [{"url": "", "name": "no url", "group": ""}]
+    assert proxy_instances([{"name": "no url"}]) == [{"url": "", "name": "no url"}]  # no group: on its own
     assert proxy_instances(None) == []
     (first, _second) = targets({"prefill": [], "decode": decode}, ["decode0"])
     assert first.body() == {
