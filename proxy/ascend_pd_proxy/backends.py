@@ -177,12 +177,14 @@ class Pool:
     def active(self) -> List[Backend]:
         return [b for b in self.backends.values() if b.state != REMOVED]
 
+    def routed(self) -> List[Backend]:
+        """The active backends routed to: healthy or on probation, and their DP group whole."""
+        broken = self.broken_groups()
+        return [b for b in self.active() if b.state in (HEALTHY, PROBATION) and b.group not in broken]
+
     def counts(self) -> Dict[str, int]:
-        """``healthy``: the backends routed to (healthy or on probation, their group whole);
-        ``total``: all configured."""
-        active, broken = self.active(), self.broken_groups()
-        healthy = sum(b.state in (HEALTHY, PROBATION) and b.group not in broken for b in active)
-        return {"healthy": healthy, "total": len(active)}
+        """``healthy``: the backends routed to (:meth:`routed`); ``total``: all configured."""
+        return {"healthy": len(self.routed()), "total": len(self.active())}
 
     # -- data-parallel groups ------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 from typing import Callable, Dict, Iterable, List, Mapping, Sequence, Tuple
 
-from .backends import HEALTHY, PROBATION, Backend, Pool
+from .backends import Backend, Pool
 
 Labels = Tuple[Tuple[str, str], ...]
 
@@ -134,8 +134,13 @@ class Registry:
         return "\n".join(lines) + "\n"
 
 
-def routed(pool: Pool, backend: Backend) -> bool:
-    return backend.state in (HEALTHY, PROBATION) and pool.held_by(backend) is None
+def _routed_samples(pools: Mapping[str, Pool]) -> List[Tuple[Labels, float]]:
+    """1 for every backend a pool routes to (Pool.routed), 0 for the other active ones."""
+    samples = []
+    for pool in pools.values():
+        routed = set(pool.routed())
+        samples += [(backend_labels(b), float(b in routed)) for b in pool.active()]
+    return samples
 
 
 def backend_labels(backend: Backend, *extra: Tuple[str, str]) -> Labels:
@@ -178,5 +183,5 @@ class ProxyMetrics(Registry):
         self.gauge(
             "pd_proxy_backend_healthy",
             "1 when the backend is routed to (healthy or on probation, its DP group whole), else 0.",
-            lambda: [(backend_labels(b), float(routed(p, b))) for p in pools.values() for b in p.active()],
+            lambda: _routed_samples(pools),
         )
