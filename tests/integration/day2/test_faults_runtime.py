@@ -51,9 +51,12 @@ def health(day2: Day2) -> Dict[str, Dict[str, int]]:
 def wait_health(day2: Day2, wanted: Dict[str, Dict[str, int]], timeout: float = 90.0) -> float:
     """Seconds until the proxy's /health says ``wanted`` (prefill and decode counts)."""
     started = time.monotonic()
-    seen = None
+    seen: object = None
     while time.monotonic() - started < timeout:
-        seen = health(day2)
+        try:
+            seen = health(day2)
+        except OSError as exc:  # nothing listens while the proxy restarts
+            seen = exc
         if seen == wanted:
             return time.monotonic() - started
         time.sleep(0.5)
@@ -201,7 +204,7 @@ def test_the_proxy_restarted(day2: Day2, fault: FaultRecorder) -> None:
     with load_on(day2) as load:
         load.wait_for(10)
         node(host, "docker", "restart", container)
-        back_after = wait_health_after_restart(day2)
+        back_after = wait_health(day2, WHOLE, timeout=60)
         load.wait_for(load.total + 20)
     fault.observe(observed(load, f"serving again {back_after:.1f} s after the restart command returned"))
     print(f"\nproxy restarted: {fault.row.observed}")
@@ -209,16 +212,23 @@ def test_the_proxy_restarted(day2: Day2, fault: FaultRecorder) -> None:
     assert set(load.kinds) <= {"error answer", "refused"}, load.kinds
 
 
-def wait_health_after_restart(day2: Day2, timeout: float = 60.0) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        try:
-            if health(day2) == WHOLE:
-                return time.monotonic() - started
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"the proxy did not serve whole again within {timeout:g} s")
+def long_prompt(tokens: int) -> str:
+    """About ``tokens`` tokens of the simulator's tokenizer (one per space-led ASCII word)."""
+    return " alpha" * tokens
+
+
+def chat(day2: Day2, content: str, timeout: float) -> Tuple[int, Dict]:
+    body = {"model": day2.plan["served_model_name"], "messages": [{"role": "user", "content": content}]}
+    request = urllib.request.Request(
+        endpoint(day2) + "/v1/chat/completions",
+        data=json.dumps({**body, "max_tokens": 8}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 def test_many_streams_cancelled_at_once(day2: Day2, fault: FaultRecorder) -> None:
@@ -256,18 +266,7 @@ def test_many_streams_cancelled_at_once(day2: Day2, fault: FaultRecorder) -> Non
         if left == 0:
             break
         time.sleep(0.5)
-    after = json.loads(
-        urllib.request.urlopen(
-            urllib.request.Request(
-                endpoint(day2) + "/v1/chat/completions",
-                data=json.dumps(
-                    {"model": day2.plan["served_model_name"], "messages": [{"role": "user", "content": "hi"}]}
-                ).encode(),
-                headers={"Content-Type": "application/json"},
-            ),
-            timeout=60,
-        ).read()
-    )
+    status, after = chat(day2, "hi", timeout=60)
     fault.observe(
         f"{sum(b.startswith(b'HTTP/1.1 200') for b in started)} of 48 streams started, {peak:.0f} in "
         f"flight at the peak, {left:.0f} left after the clients closed; a request after: "
@@ -276,26 +275,7 @@ def test_many_streams_cancelled_at_once(day2: Day2, fault: FaultRecorder) -> Non
     print(f"\nmany streams cancelled: {fault.row.observed}")
     assert all(b.startswith(b"HTTP/1.1 200") for b in started), started[:3]
     assert peak >= 48 and left == 0
-    assert after["choices"]
-
-
-def long_prompt(tokens: int) -> str:
-    """About ``tokens`` tokens of the simulator's tokenizer (one per space-led ASCII word)."""
-    return " alpha" * tokens
-
-
-def chat(day2: Day2, content: str, timeout: float) -> Tuple[int, Dict]:
-    body = {"model": day2.plan["served_model_name"], "messages": [{"role": "user", "content": content}]}
-    request = urllib.request.Request(
-        endpoint(day2) + "/v1/chat/completions",
-        data=json.dumps({**body, "max_tokens": 8}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    assert status == 200 and after["choices"]
 
 
 def test_a_prompt_near_max_model_len_with_the_shipped_timeouts(day2: Day2, fault: FaultRecorder) -> None:

@@ -24,15 +24,19 @@ from tests.sim_cluster import node
 pytestmark = pytest.mark.docker
 
 
-def started_at(day2: Day2) -> Dict[str, str]:
-    """``host/container`` -> its State.StartedAt, for every server of the plan."""
+def servers_inspected(day2: Day2, field: str) -> Dict[str, str]:
+    """``host/container`` -> one ``docker inspect`` field (a Go template), for every server of the plan."""
     found = {}
     for host, record in day2.plan["hosts"].items():
         names = [s["container"]["name"] for s in record["servers"]]
         if names:
-            out = node(host, "docker", "inspect", "-f", "{{.Name}} {{.State.StartedAt}}", *names).stdout
+            out = node(host, "docker", "inspect", "-f", "{{.Name}} " + field, *names).stdout
             found.update({f"{host}/{line.split()[0].lstrip('/')}": line.split()[1] for line in out.splitlines()})
     return found
+
+
+def started_at(day2: Day2) -> Dict[str, str]:
+    return servers_inspected(day2, "{{.State.StartedAt}}")
 
 
 def proxy_health(day2: Day2) -> Dict[str, Dict[str, int]]:
@@ -43,14 +47,8 @@ def proxy_health(day2: Day2) -> Dict[str, Dict[str, int]]:
 
 
 def images(day2: Day2) -> Dict[str, str]:
-    """``host/container`` -> the image reference it runs, for every server of the plan."""
-    found = {}
-    for host, record in day2.plan["hosts"].items():
-        names = [s["container"]["name"] for s in record["servers"]]
-        if names:
-            out = node(host, "docker", "inspect", "-f", "{{.Name}} {{.Config.Image}}", *names).stdout
-            found.update({f"{host}/{line.split()[0].lstrip('/')}": line.split()[1] for line in out.splitlines()})
-    return found
+    """``host/container`` -> the image reference it runs."""
+    return servers_inspected(day2, "{{.Config.Image}}")
 
 
 @pytest.fixture(scope="module")
