@@ -224,17 +224,6 @@ def test_every_survey_variable_is_read_and_takes_the_answer_as_a_string(name: st
             assert ArgumentSpecValidator(checked).validate({variable: "many"}).error_messages
 
 
-def test_string_answers_coerce_to_what_the_roles_expect() -> None:
-    tasks = ArgumentSpecValidator({"evaluate_tasks": {"type": "list", "elements": "str"}}).validate(
-        {"evaluate_tasks": "ascend_sample_arith,ascend_sample_choice"}
-    )
-    assert tasks.validated_parameters["evaluate_tasks"] == ["ascend_sample_arith", "ascend_sample_choice"]
-    prompts = ArgumentSpecValidator({"benchmark_num_prompts": {"type": "int"}}).validate(
-        {"benchmark_num_prompts": "12"}
-    )
-    assert prompts.validated_parameters["benchmark_num_prompts"] == 12
-
-
 # --- the definitions refer to each other -----------------------------------------------------
 
 
