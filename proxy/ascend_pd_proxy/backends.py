@@ -14,7 +14,9 @@ Each backend (one vLLM instance = one DP rank) is in one of these states:
               and disappears once its in-flight requests end.
 
 When every backend of a phase is ejected, the ejected ones are tried anyway (panic mode, as
-Envoy does): a request then fails only if they really are down.
+Envoy does): a request then fails only if they really are down. Not a rank whose DP group
+still has a rank passing its checks: that is one rank lost (below), not an overload, and
+trying the lost rank only turns the clear 503 into a 502 from a dead address.
 
 Ranks of one data-parallel group (``Instance.group``) stand or fall together: with expert
 parallelism every forward pass is collective, so when one rank dies its group's other ranks
@@ -202,9 +204,19 @@ class Pool:
         """The DP groups with an ejected rank: their other ranks are held."""
         return {b.group for b in self.backends.values() if b.group and b.state == EJECTED}
 
+    def panic_candidates(self) -> List[Backend]:
+        """The ejected backends panic mode may try: alone, or in a DP group ejected whole."""
+        alive = {b.group for b in self.active() if b.group and b.state != EJECTED}
+        return [b for b in self.backends.values() if b.state == EJECTED and b.group not in alive]
+
     def held_by(self, backend: Backend) -> Optional[Backend]:
         """The ejected rank that stalls ``backend``'s DP group, if any."""
         return next((b for b in self.siblings(backend) if b.state == EJECTED), None)
+
+    def state_of(self, backend: Backend) -> str:
+        """``backend``'s state for a message: a held rank says which rank holds it."""
+        lost = self.held_by(backend) if backend.state != EJECTED else None
+        return f"held (its DP group {backend.group} lost {lost.name})" if lost else backend.state
 
     # -- choice --------------------------------------------------------------------------------
 
@@ -221,7 +233,7 @@ class Pool:
         if not candidates:
             # Panic mode: with every backend ejected (an overload can fail health checks
             # everywhere at once), trying one beats refusing all traffic until checks recover.
-            candidates = [b for b in self.backends.values() if b.state == EJECTED and b.url not in excluded]
+            candidates = [b for b in self.panic_candidates() if b.url not in excluded]
         if not candidates:
             return None
         if not peek:

@@ -427,7 +427,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
 
     def _none_available(self, phase: str) -> BackendFailure:
         pool = self.pools[phase]
-        states = ", ".join(f"{b.name} {b.state}" for b in pool.active()) or "none configured"
+        states = ", ".join(f"{b.name} {pool.state_of(b)}" for b in pool.active()) or "none configured"
         return BackendFailure(503, f"no {phase} instance can take the request ({states})")
 
     def _headers(self, phase: str, request_id: str) -> Dict[str, str]:

@@ -609,3 +609,29 @@ def test_a_whole_group_ejected_is_tried_in_panic_mode_like_any_other() -> None:
             pool.failed(backend, "HTTP 503")
     assert pool.counts() == {"healthy": 0, "total": 2}
     assert pool.choose() is not None  # panic mode: every rank ejected, one is tried anyway
+
+
+def test_a_group_that_lost_one_rank_is_not_tried_in_panic_mode() -> None:
+    # 1P: prefill0's rank 1 dead, rank 0 stalled but passing its checks. Trying the dead rank
+    # would turn "no prefill instance" (503, naming the lost rank) into a 502 from a dead address.
+    pool = make_pool("prefill", GROUPED[:2])
+    dead, stalled = by_name(pool, "node2/dp1"), by_name(pool, "node2/dp0")
+    for _ in range(2):
+        pool.failed(dead, "connection refused")
+    assert dead.state == EJECTED and stalled.state == HEALTHY
+    assert pool.choose() is None
+    assert pool.state_of(stalled) == "held (its DP group decode0 lost node2/dp1)"
+    assert pool.state_of(dead) == EJECTED
+    # Then the stalled rank fails its checks too: the group is ejected whole, panic mode may try it.
+    for _ in range(2):
+        pool.failed(stalled, "timeout")
+    assert pool.choose() is not None
+
+
+def test_panic_mode_skips_the_lost_rank_but_tries_a_group_ejected_whole() -> None:
+    pool = make_pool("decode", GROUPED)
+    for name in ("node2/dp1", "node3/dp0", "node3/dp1"):
+        for _ in range(2):
+            pool.failed(by_name(pool, name), "HTTP 503")
+    assert pool.counts() == {"healthy": 0, "total": 4}
+    assert {pool.choose().name for _ in range(8)} == {"node3/dp0", "node3/dp1"}
