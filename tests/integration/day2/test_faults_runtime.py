@@ -317,19 +317,22 @@ def test_a_prefill_rank_killed(day2: Day2, fault: FaultRecorder) -> None:
         case="prefill rank killed (the only prefill group)",
         layer="runtime",
         injected="docker kill of prefill0's rank 1 (node1) under load; 1P2D has no other prefill group",
-        expected="every request gets a clear error answer (503: no prefill instance, or 502 from the dead "
-        "rank tried in panic mode) until the group is restarted (rolling_restart_accept_downtime); none bad",
+        expected="every request gets a clear error answer until the group is restarted "
+        "(rolling_restart_accept_downtime); once the group is held, a 503 naming the lost rank; none bad",
     )
     victim_host, victim = ranks(day2, "prefill0")[1]
     with load_on(day2) as load:
         load.wait_for(10)
         node(victim_host, "docker", "kill", victim)
         wait_health(day2, {**WHOLE, "prefill": {"healthy": 0, "total": 2}}, timeout=60)
+        failed_by_the_hold = load.failed
         load.wait_for(load.total + 20)
-    fault.observe(observed(load))
+    after_the_hold = load.failures[failed_by_the_hold:]
+    fault.observe(observed(load, f"{len(after_the_hold)} failed once the group was held: {after_the_hold[-1]:.200}"))
     print(f"\nprefill rank killed: {fault.row.observed}")
     assert load.bad == 0, load.failures[:5]
-    # 503 naming the held ranks, or 502 from the dead rank tried in panic mode: said at once, never a hang.
     assert load.kinds["error answer"] > 0 and set(load.kinds) <= {"error answer"}, load.kinds
+    # Said at once and naming the cause: never the dead rank tried in panic mode (a 502).
+    assert all("HTTP 503" in f and "its DP group prefill0 lost" in f for f in after_the_hold), after_the_hold[:3]
     roll(day2, "prefill0", "-e", "rolling_restart_accept_downtime=true")
     wait_health(day2, WHOLE, timeout=60)
