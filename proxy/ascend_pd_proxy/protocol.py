@@ -199,24 +199,70 @@ def merge_answers(answers: List[Dict[str, Any]]) -> Dict[str, Any]:
     return merged
 
 
-def prefill_body(body: Dict[str, Any]) -> Dict[str, Any]:
-    request = dict(body)
-    request["stream"] = False
-    request["max_tokens"] = 1
+# The keys a phase's request sets itself; every other key is the client's, sent unchanged.
+PHASE_KEYS = frozenset(
+    ("stream", "stream_options", "max_tokens", "max_completion_tokens", "min_tokens", "kv_transfer_params")
+)
+
+
+def prefill_keys(body: Dict[str, Any]) -> Dict[str, Any]:
+    """What a prefill request sets: one token, no stream, and the request to keep the KV."""
+    keys: Dict[str, Any] = {"stream": False, "max_tokens": 1, "min_tokens": 1}
     if "max_completion_tokens" in body:
-        request["max_completion_tokens"] = 1
-    request["min_tokens"] = 1
-    request.pop("stream_options", None)
-    request["kv_transfer_params"] = dict(PREFILL_KV_REQUEST)
-    return request
+        keys["max_completion_tokens"] = 1
+    keys["kv_transfer_params"] = dict(PREFILL_KV_REQUEST)
+    return keys
+
+
+def decode_keys(body: Dict[str, Any], kv_transfer_params: Dict[str, Any]) -> Dict[str, Any]:
+    """What a decode request sets: the client's own phase keys, and where to pull the KV from."""
+    keys = {key: value for key, value in body.items() if key in PHASE_KEYS}
+    keys["kv_transfer_params"] = kv_transfer_params
+    if not is_stream(body):
+        keys.pop("stream_options", None)
+    return keys
+
+
+def _client_keys(body: Dict[str, Any]) -> Dict[str, Any]:
+    return {key: value for key, value in body.items() if key not in PHASE_KEYS}
+
+
+def prefill_body(body: Dict[str, Any]) -> Dict[str, Any]:
+    return {**_client_keys(body), **prefill_keys(body)}
 
 
 def decode_body(body: Dict[str, Any], kv_transfer_params: Dict[str, Any]) -> Dict[str, Any]:
-    request = dict(body)
-    request["kv_transfer_params"] = kv_transfer_params
-    if not is_stream(body):
-        request.pop("stream_options", None)
-    return request
+    return {**_client_keys(body), **decode_keys(body, kv_transfer_params)}
+
+
+class EncodedBody:
+    """The client's body serialised once, without the phase keys; each phase's request is its
+    own few keys spliced in front. A 200k-token prompt is ~800 KB of JSON that the prefill, the
+    decode and every retry send: serialising it per request would cost milliseconds each."""
+
+    __slots__ = ("_client", "body")
+
+    def __init__(self, body: Dict[str, Any]) -> None:
+        self.body = body
+        self._client = json.dumps(_client_keys(body)).encode()
+
+    def prefill(self) -> bytes:
+        return self._with(prefill_keys(self.body))
+
+    def decode(self, kv_transfer_params: Dict[str, Any]) -> bytes:
+        return self._with(decode_keys(self.body, kv_transfer_params))
+
+    def whole(self) -> bytes:
+        """The client's request as it came (a prefill instance serving it alone)."""
+        return self._with({key: value for key, value in self.body.items() if key in PHASE_KEYS})
+
+    def _with(self, keys: Dict[str, Any]) -> bytes:
+        own = json.dumps(keys).encode()
+        if self._client == b"{}":
+            return own
+        if own == b"{}":
+            return self._client
+        return own[:-1] + b", " + self._client[1:]
 
 
 class PrefillAnswerError(Exception):

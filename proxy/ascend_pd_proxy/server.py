@@ -290,6 +290,8 @@ class Proxy(ServiceEndpoints, Lifecycle):
         tried: Dict[str, Set[str]] = {"prefill": set(), "decode": set()}
         suspects = Suspects(self.pools)
         failure: Optional[BackendFailure] = None
+        encoded = protocol.EncodedBody(body)
+        prefill_payload = encoded.prefill()
         for attempt in range(self.cfg.attempts):
             # A retry gets its own id: the first pass's KV may still be parked under the old one.
             attempt_id = request_id if attempt == 0 else f"{request_id}-retry{attempt}"
@@ -303,12 +305,12 @@ class Proxy(ServiceEndpoints, Lifecycle):
                 break
             phase = "prefill"
             try:
-                kv_params = await self._prefill(prefill, path, body, attempt_id, tokens)
+                kv_params = await self._prefill(prefill, path, prefill_payload, attempt_id, tokens)
                 suspects.served("prefill")
                 phase = "decode"
                 # Choose again now: the loads changed while the prefill ran (minutes, for long prompts).
                 decode = self.pools["decode"].choose(tried["decode"]) or decode
-                payload = protocol.decode_body(body, kv_params)
+                payload = encoded.decode(kv_params)
                 if stream:
                     answer: web.StreamResponse = await self._relay_stream(
                         request, decode, payload, attempt_id, tokens, started, request_id, "decode_first_chunk"
@@ -344,6 +346,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
         tried: Set[str] = set()
         suspects = Suspects(self.pools)
         failure: Optional[BackendFailure] = None
+        payload = protocol.EncodedBody(body).whole()
         for attempt in range(self.cfg.attempts):
             attempt_id = request_id if attempt == 0 else f"{request_id}-retry{attempt}"
             prefill = self.pools["prefill"].choose(tried, affinity)
@@ -353,10 +356,12 @@ class Proxy(ServiceEndpoints, Lifecycle):
             try:
                 if stream:
                     answer: web.StreamResponse = await self._relay_stream(
-                        request, prefill, body, attempt_id, tokens, started, request_id, "prefill"
+                        request, prefill, payload, attempt_id, tokens, started, request_id, "prefill"
                     )
                 else:
-                    answer = await self._whole(prefill, body, attempt_id, tokens, request.path, request_id, "prefill")
+                    answer = await self._whole(
+                        prefill, payload, attempt_id, tokens, request.path, request_id, "prefill"
+                    )
                 suspects.served("prefill")
                 return answer
             except BackendRejection as exc:
@@ -499,7 +504,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
         raise self._failed(backend, 502, reason, answered=status == 500)
 
     async def _exchange(
-        self, backend: Backend, path: str, payload: Dict[str, Any], request_id: str, tokens: int, limit_key: str
+        self, backend: Backend, path: str, payload: bytes, request_id: str, tokens: int, limit_key: str
     ) -> Tuple[bytes, float]:
         """POST ``payload`` and read the whole answer within ``timeouts.<limit_key>``.
 
@@ -517,7 +522,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
                 deadline(limit),
                 self.session.post(
                     backend.url + path,
-                    data=json.dumps(payload).encode(),
+                    data=payload,
                     headers=self._headers(backend.phase, request_id),
                 ) as upstream,
             ):
@@ -547,9 +552,9 @@ class Proxy(ServiceEndpoints, Lifecycle):
         self.metrics.phase_seconds.observe(backend_labels(backend), time.perf_counter() - began)
 
     async def _prefill(
-        self, backend: Backend, path: str, body: Dict[str, Any], request_id: str, tokens: int
+        self, backend: Backend, path: str, payload: bytes, request_id: str, tokens: int
     ) -> Dict[str, Any]:
-        answer, began = await self._exchange(backend, path, protocol.prefill_body(body), request_id, tokens, "prefill")
+        answer, began = await self._exchange(backend, path, payload, request_id, tokens, "prefill")
         try:
             kv_params, cached = protocol.read_prefill_answer(answer)
         except protocol.PrefillAnswerError as exc:
@@ -562,7 +567,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
     async def _whole(
         self,
         backend: Backend,
-        payload: Dict[str, Any],
+        payload: bytes,
         request_id: str,
         tokens: int,
         path: str,
@@ -580,7 +585,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
         self,
         request: web.Request,
         backend: Backend,
-        payload: Dict[str, Any],
+        payload: bytes,
         request_id: str,
         tokens: int,
         started: float,
@@ -603,7 +608,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
                 async with deadline(first_limit):
                     upstream = await self.session.post(
                         backend.url + request.path,
-                        data=json.dumps(payload).encode(),
+                        data=payload,
                         headers=self._headers(backend.phase, request_id),
                     )
                     if upstream.status != 200:

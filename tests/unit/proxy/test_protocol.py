@@ -520,3 +520,41 @@ def test_framer_keeps_an_incomplete_event_pending() -> None:
     assert framer.feed(b": 2}\r") == b""  # a CR that may be half of a CRLF waits
     assert framer.pending == b'data: {"b": 2}\r'
     assert framer.feed(b"\n\n") == b'data: {"b": 2}\n\n'
+
+
+# --- the client's body serialised once -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", ALL_BODIES)
+def test_encoded_bodies_say_what_the_phase_bodies_say(make: Any) -> None:
+    body = make()
+    encoded = protocol.EncodedBody(body)
+    assert json.loads(encoded.prefill()) == protocol.prefill_body(body)
+    assert json.loads(encoded.decode(KV)) == protocol.decode_body(body, KV)
+    assert json.loads(encoded.whole()) == body
+    assert body == make()
+
+
+def test_an_encoded_body_without_client_keys_is_still_one_object() -> None:
+    encoded = protocol.EncodedBody({"stream": True})
+    assert json.loads(encoded.whole()) == {"stream": True}
+    assert json.loads(protocol.EncodedBody({}).whole()) == {}
+
+
+def test_a_large_prompt_is_serialised_once_for_every_phase_and_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = chat_stream()
+    body["messages"] = [{"role": "user", "content": " alpha" * 200_000}]  # ~1.2 MB, a 200k-token prompt
+    sizes: List[int] = []
+    real_dumps = json.dumps
+
+    def counting_dumps(value: Any, **kwargs: Any) -> str:
+        text = real_dumps(value, **kwargs)
+        sizes.append(len(text))
+        return text
+
+    monkeypatch.setattr(protocol.json, "dumps", counting_dumps)
+    encoded = protocol.EncodedBody(body)
+    sent = [encoded.prefill(), encoded.decode(KV), encoded.prefill(), encoded.decode(KV)]  # a retry
+    assert [size > 1_000_000 for size in sizes].count(True) == 1, sizes
+    assert all(len(one) > 1_000_000 for one in sent)
+    assert json.loads(sent[1])["messages"] == body["messages"]
