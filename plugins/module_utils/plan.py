@@ -25,7 +25,7 @@ import difflib
 import shlex
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from ansible_collections.ascend.vllm.plugins.module_utils.plan_auth import Auth, read_auth
+from ansible_collections.ascend.vllm.plugins.module_utils.plan_auth import KEY_FILE, Auth, read_auth
 from ansible_collections.ascend.vllm.plugins.module_utils.plan_catalogue import (
     MODE_ROLES,
     OVERRIDE_KEYS,
@@ -296,10 +296,8 @@ def _render(
             recipe_container = choices.recipe.hardware.get(host.hardware or "", {}).get("container") or {}
             settings[host.name] = container_settings(host, recipe_container)
         record = _server_record(
-            choices, server, models[host.name], len(roles_of[host.name]) > 1, settings[host.name], sizes, issues
+            choices, server, models[host.name], len(roles_of[host.name]) > 1, settings[host.name], sizes, auth, issues
         )
-        # Whether the server requires ascend_vllm_api_key; the key itself never enters the plan.
-        record["auth"] = auth.servers
         records[host.name].append(record)
         claims += server_claims(server, record["name"])
     proxies = _proxies(members["proxy"] if pd else [], hosts, records, choices, auth, issues)
@@ -385,7 +383,14 @@ def _container_name(server: Server) -> str:
 
 
 def _server_record(
-    choices: Choices, server: Server, model: Model, shared: bool, settings: ContainerSettings, sizes, issues: Issues
+    choices: Choices,
+    server: Server,
+    model: Model,
+    shared: bool,
+    settings: ContainerSettings,
+    sizes,
+    auth: Auth,
+    issues: Issues,
 ) -> Dict[str, Any]:
     view, host, inst = server.host.view, server.host, server.instance
     served = view.get("ascend_served_model_name", to_str, required=False) or model.served_name
@@ -418,7 +423,11 @@ def _server_record(
         "engine_id": inst.engine_id,
         "env_prepend": prepend,
         "argv": argv,
-        "container": container(server, name, choices.image.image, env, prepend, model, settings),
+        # Whether the server requires ascend_vllm_api_key, and the file on the host the role
+        # vllm_server writes it to; the key itself never enters the plan.
+        "auth": auth.servers,
+        "api_key_file": KEY_FILE if auth.servers else None,
+        "container": container(server, name, choices.image.image, env, prepend, model, settings, auth.secret_files()),
     }
 
 

@@ -19,6 +19,10 @@ from ansible_collections.ascend.vllm.plugins.module_utils.plan_values import Coe
 
 VLLM_KEY = "ascend_vllm_api_key"
 PROXY_KEYS = "ascend_proxy_api_keys"
+# Where the role vllm_server keeps the instances' key on a host (root, 0600), and where a
+# server's container reads it into VLLM_API_KEY at start (plan_render.entrypoint).
+KEY_FILE = "/etc/ascend-vllm/vllm-api-key"
+KEY_MOUNT = "/run/secrets/ascend-vllm-api-key"
 
 
 def _key(value: Any, what: str = "the key") -> str:
@@ -54,6 +58,10 @@ class Auth:
 
     servers: bool = False
     proxy: bool = False
+
+    def secret_files(self) -> Dict[str, tuple]:
+        """The servers' secrets: environment variable -> (file on the host, file in the container)."""
+        return {"VLLM_API_KEY": (KEY_FILE, KEY_MOUNT)} if self.servers else {}
 
 
 def _set(view: HostView, var: str) -> bool:

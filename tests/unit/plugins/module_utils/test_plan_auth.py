@@ -7,13 +7,16 @@ a key is required (``auth``), never a key: plan.json is written to disk and show
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 from plan_helpers import CATALOGUE, has_error, ok, plan, servers, site
 
 from ansible_collections.ascend.vllm.plugins.module_utils.plan import build_plan
-from ansible_collections.ascend.vllm.plugins.module_utils.plan_auth import to_api_key, to_api_keys
+from ansible_collections.ascend.vllm.plugins.module_utils.plan_auth import KEY_FILE, KEY_MOUNT, to_api_key, to_api_keys
+from ansible_collections.ascend.vllm.plugins.module_utils.plan_render import entrypoint
 from ansible_collections.ascend.vllm.plugins.module_utils.plan_values import CoerceError
 
 KEY = "sk-instances-0123456789"
@@ -147,3 +150,26 @@ def test_a_misspelt_key_variable_gets_a_did_you_mean(typo: str, meant: str) -> N
     result = plan(**{typo: KEY})
     has_error(result, "a3-node1", typo, f"did you mean {meant}?")
     assert KEY not in everything(result)
+
+
+def test_a_keyed_server_reads_its_key_from_a_mounted_file_never_from_its_configuration(tmp_path: Path) -> None:
+    document = ok(plan(ascend_vllm_api_key=KEY, ascend_proxy_api_keys=[CLIENT]))
+    for server in servers(document):
+        assert server["api_key_file"] == KEY_FILE
+        assert f"{KEY_FILE}:{KEY_MOUNT}:ro" in server["container"]["volumes"]
+        assert "VLLM_API_KEY" not in server["container"]["env"]
+        assert KEY_MOUNT in server["container"]["entrypoint"][2]
+    unkeyed = ok(plan())
+    for server in servers(unkeyed):
+        assert server["api_key_file"] is None and not any(KEY_MOUNT in v for v in server["container"]["volumes"])
+
+
+def test_the_entrypoint_exports_the_key_file_and_refuses_to_start_without_it(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY + "\n")
+    command = [*entrypoint({}, {"VLLM_API_KEY": str(key_file)}), "printenv", "VLLM_API_KEY"]
+    started = subprocess.run(command, env={}, capture_output=True, text=True, check=True)
+    assert started.stdout.strip() == KEY
+    key_file.unlink()
+    missing = subprocess.run(command, env={}, capture_output=True, text=True, check=False)
+    assert missing.returncode != 0 and KEY not in missing.stdout
