@@ -1,6 +1,8 @@
 # Copyright: Contributors to the ascend.vllm project
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The key a client presents to the plan's endpoint: one definition for verify, benchmark and evaluate."""
+"""The keys of the inventory as the playbooks pass them: the proxy's inbound keys as a list, and
+the key a client presents to the plan's endpoint (one definition for verify, benchmark and
+evaluate)."""
 
 from __future__ import annotations
 
@@ -24,9 +26,8 @@ options:
     type: str
     required: true
   proxy_api_keys:
-    description: C(ascend_proxy_api_keys).
-    type: list
-    elements: str
+    description: C(ascend_proxy_api_keys) (a list, or one key as a string).
+    type: raw
     required: true
 """
 
@@ -46,16 +47,24 @@ _value:
   type: str
 """
 
-from typing import Any, Dict, Mapping, Sequence
+from typing import Any, Dict, List, Mapping
+
+from ansible_collections.ascend.vllm.plugins.module_utils.plan_auth import key_list
 
 
-def endpoint_api_key(plan: Mapping[str, Any], vllm_api_key: Any, proxy_api_keys: Sequence[Any]) -> str:
+def api_keys(value: Any) -> List[str]:
+    """``ascend_proxy_api_keys`` as the list the proxy takes (a string is one key); the plan has
+    validated it."""
+    return [str(key) for key in key_list(value)]
+
+
+def endpoint_api_key(plan: Mapping[str, Any], vllm_api_key: Any, proxy_api_keys: Any) -> str:
     if plan.get("mode") == "pd":
-        # The plan refused anything but a list of keys (plan_auth.to_api_keys).
-        return str(proxy_api_keys[0]) if proxy_api_keys else ""
+        keys = api_keys(proxy_api_keys)
+        return keys[0] if keys else ""
     return str(vllm_api_key or "")
 
 
 class FilterModule:
     def filters(self) -> Dict[str, Any]:
-        return {"endpoint_api_key": endpoint_api_key}
+        return {"endpoint_api_key": endpoint_api_key, "api_keys": api_keys}

@@ -43,13 +43,22 @@ def to_api_key(value: Any) -> str:
     return _key(value)
 
 
-def to_api_keys(value: Any) -> List[str]:
-    """A list of keys, each as ``to_api_key``. The errors name an entry by its index only."""
-    if not isinstance(value, (list, tuple)):
-        raise CoerceError(f"is a {type(value).__name__}, not a list of keys (write [KEY, ...])")
-    if not value:
+def key_list(value: Any) -> List[Any]:
+    """``ascend_proxy_api_keys`` as a list: a string is one key (what an AWX credential or a
+    survey injects: one text field), empty or null none. Not validated (``to_api_keys``)."""
+    if value is None or value == "":
         return []
-    return [_key(item, f"entry {index}") for index, item in enumerate(value)]
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise CoerceError(f"is a {type(value).__name__}, not a list of keys (write [KEY, ...])")
+
+
+def to_api_keys(value: Any) -> List[str]:
+    """A list of keys (or one key as a string), each as ``to_api_key``. The errors name an entry
+    by its index only."""
+    return [_key(item, f"entry {index}") for index, item in enumerate(key_list(value))]
 
 
 @dataclass

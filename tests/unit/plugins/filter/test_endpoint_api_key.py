@@ -5,12 +5,18 @@ instances' key on a single node, nothing when unset."""
 
 from __future__ import annotations
 
-from ansible_collections.ascend.vllm.plugins.filter.endpoint_api_key import endpoint_api_key
+from ansible_collections.ascend.vllm.plugins.filter.endpoint_api_key import api_keys, endpoint_api_key
 
 
 def test_pd_clients_present_the_first_proxy_key_not_the_instances_key() -> None:
     assert endpoint_api_key({"mode": "pd"}, "sk-instances", ["sk-one", "sk-two"]) == "sk-one"
     assert endpoint_api_key({"mode": "pd"}, "sk-instances", []) == ""
+    assert endpoint_api_key({"mode": "pd"}, "sk-instances", "sk-one") == "sk-one"
+
+
+def test_proxy_keys_are_a_list_a_string_being_one_key() -> None:
+    assert api_keys("sk-one") == ["sk-one"] and api_keys(["a", "b"]) == ["a", "b"]
+    assert api_keys("") == [] and api_keys(None) == []
 
 
 def test_single_node_clients_present_the_instances_key() -> None:

@@ -84,8 +84,9 @@ def test_a_bad_instance_key_is_refused_naming_host_and_variable_not_the_value(va
 @pytest.mark.parametrize(
     ("value", "text"),
     [
-        (CLIENT, "not a list of keys"),
         ({"a": CLIENT}, "not a list of keys"),
+        (42, "not a list of keys"),
+        ("bad key", "entry 0 contains whitespace"),
         ([CLIENT, ""], "entry 1 is empty"),
         (["good", "bad key"], "entry 1 contains whitespace"),
         ([None], "entry 0 is not a string"),
@@ -96,6 +97,13 @@ def test_bad_proxy_keys_are_refused_naming_the_proxy_host_and_the_entry(value: A
     result = plan(ascend_vllm_api_key=KEY, ascend_proxy_api_keys=value)
     has_error(result, "a3-node1", "ascend_proxy_api_keys", text)
     assert CLIENT not in everything(result) and "bad key" not in everything(result)
+
+
+def test_one_proxy_key_may_be_a_string_as_an_awx_credential_injects_it() -> None:
+    result = plan(ascend_vllm_api_key=KEY, ascend_proxy_api_keys=CLIENT)
+    (proxy,) = [h["proxy"] for h in ok(result)["hosts"].values() if h["proxy"]]
+    assert proxy["auth"] is True and CLIENT not in everything(result)
+    assert to_api_keys(CLIENT) == [CLIENT] and to_api_keys("") == [] and to_api_keys(None) == []
 
 
 def test_a_number_is_a_key() -> None:
