@@ -424,9 +424,10 @@ def _server_record(
         "env_prepend": prepend,
         "argv": argv,
         # Whether the server requires ascend_vllm_api_key, and the file on the host the role
-        # vllm_server writes it to; the key itself never enters the plan.
+        # vllm_server writes it to (and removes when the key is turned off); the key itself
+        # never enters the plan.
         "auth": auth.servers,
-        "api_key_file": KEY_FILE if auth.servers else None,
+        "api_key_file": KEY_FILE,
         "container": container(server, name, choices.image.image, env, prepend, model, settings, auth.secret_files()),
     }
 

@@ -68,6 +68,10 @@ def keys(day2: Day2, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]
         back = day2.playbook(PLAYBOOK)
         assert back.returncode == 0, explain(back)
         assert not any(s["auth"] for s in servers(day2))
+        for server in servers(day2):  # a key turned off leaves no copy on the hosts
+            assert node(server["host"], "test", "-e", server["api_key_file"], check=False).returncode == 1
+        p = proxy(day2)
+        assert status(p["host"], f"http://127.0.0.1:{p['port']}/v1/models") == "200"
 
 
 def servers(day2: Day2) -> List[dict]:

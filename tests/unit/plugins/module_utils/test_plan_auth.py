@@ -169,7 +169,9 @@ def test_a_keyed_server_reads_its_key_from_a_mounted_file_never_from_its_configu
         assert KEY_MOUNT in server["container"]["entrypoint"][2]
     unkeyed = ok(plan())
     for server in servers(unkeyed):
-        assert server["api_key_file"] is None and not any(KEY_MOUNT in v for v in server["container"]["volumes"])
+        # The file is named still: the role removes a key turned off.
+        assert server["api_key_file"] == KEY_FILE and not any(KEY_MOUNT in v for v in server["container"]["volumes"])
+        assert server["container"]["entrypoint"] is None or KEY_MOUNT not in server["container"]["entrypoint"][2]
 
 
 def test_the_entrypoint_exports_the_key_file_and_refuses_to_start_without_it(tmp_path: Path) -> None:
