@@ -25,6 +25,7 @@ import difflib
 import shlex
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from ansible_collections.ascend.vllm.plugins.module_utils.plan_auth import KEY_FILE, Auth, read_auth
 from ansible_collections.ascend.vllm.plugins.module_utils.plan_catalogue import (
     MODE_ROLES,
     OVERRIDE_KEYS,
@@ -254,6 +255,7 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]], groups: Mapping[str, A
         deployment = list(members["single"])
     for var in DEPLOYMENT_WIDE:
         _agree([views[h] for h in deployment], var, issues)
+    auth = read_auth(views, deployment, members["proxy"], choices.mode == "pd")
 
     # PD servers need their host's IP and NIC (HCCL, the DP address); a proxy-only host does not.
     pd = choices.mode == "pd"
@@ -272,13 +274,15 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]], groups: Mapping[str, A
         return _finish(None, issues)
     servers = _place(choices, members, hosts, specs, issues)
     check_chips_unique(servers, issues)
-    document = _render(choices, members, hosts, specs, models, servers, issues)
+    document = _render(choices, members, hosts, specs, models, servers, auth, issues)
     if not issues.errors:
         document["monitoring"] = monitoring_record(document, members, views, issues)
     return _finish(None if issues.errors else document, issues)
 
 
-def _render(choices: Choices, members, hosts: Dict[str, Host], specs, models, servers: List[Server], issues: Issues):
+def _render(
+    choices: Choices, members, hosts: Dict[str, Host], specs, models, servers: List[Server], auth: Auth, issues: Issues
+):
     roles = MODE_ROLES[choices.mode]
     pd = choices.mode == "pd"
     sizes = {role: (specs[role][members[role][0]].tp, specs[role][members[role][0]].dp) for role in roles}
@@ -292,11 +296,11 @@ def _render(choices: Choices, members, hosts: Dict[str, Host], specs, models, se
             recipe_container = choices.recipe.hardware.get(host.hardware or "", {}).get("container") or {}
             settings[host.name] = container_settings(host, recipe_container)
         record = _server_record(
-            choices, server, models[host.name], len(roles_of[host.name]) > 1, settings[host.name], sizes, issues
+            choices, server, models[host.name], len(roles_of[host.name]) > 1, settings[host.name], sizes, auth, issues
         )
         records[host.name].append(record)
         claims += server_claims(server, record["name"])
-    proxies = _proxies(members["proxy"] if pd else [], hosts, servers, records, choices, issues)
+    proxies = _proxies(members["proxy"] if pd else [], hosts, records, choices, auth, issues)
     for proxy in proxies.values():
         claims.append(
             Claim(proxy["host"], proxy["port"], proxy["port"], "PD proxy port", "ascend_proxy_port", proxy["name"])
@@ -379,7 +383,14 @@ def _container_name(server: Server) -> str:
 
 
 def _server_record(
-    choices: Choices, server: Server, model: Model, shared: bool, settings: ContainerSettings, sizes, issues: Issues
+    choices: Choices,
+    server: Server,
+    model: Model,
+    shared: bool,
+    settings: ContainerSettings,
+    sizes,
+    auth: Auth,
+    issues: Issues,
 ) -> Dict[str, Any]:
     view, host, inst = server.host.view, server.host, server.instance
     served = view.get("ascend_served_model_name", to_str, required=False) or model.served_name
@@ -412,7 +423,12 @@ def _server_record(
         "engine_id": inst.engine_id,
         "env_prepend": prepend,
         "argv": argv,
-        "container": container(server, name, choices.image.image, env, prepend, model, settings),
+        # Whether the server requires ascend_vllm_api_key, and the file on the host the role
+        # vllm_server writes it to (and removes when the key is turned off); the key itself
+        # never enters the plan.
+        "auth": auth.servers,
+        "api_key_file": KEY_FILE,
+        "container": container(server, name, choices.image.image, env, prepend, model, settings, auth.secret_files()),
     }
 
 
@@ -427,12 +443,12 @@ def _warn_fused_mc2_on_a2(server: Server, env: Mapping[str, str], issues: Issues
 
 def _backend(record: Mapping[str, Any]) -> Dict[str, Any]:
     backend = {"name": f"{record['host']}/{record['name']}"}
-    backend.update({key: record[key] for key in ("instance", "host", "ip", "port", "url")})
+    backend.update({key: record[key] for key in ("instance", "host", "ip", "port", "url", "auth")})
     return backend
 
 
 def _proxies(
-    names: List[str], hosts: Mapping[str, Host], servers: List[Server], records, choices: Choices, issues: Issues
+    names: List[str], hosts: Mapping[str, Host], records, choices: Choices, auth: Auth, issues: Issues
 ) -> Dict[str, Dict[str, Any]]:
     """One record per proxy host: where it listens, its image, and every prefill / decode rank."""
     if choices.mode == "pd" and not names:
@@ -450,6 +466,8 @@ def _proxies(
             "port": port,
             "url": f"http://{url_address(hosts[name].ip or name)}:{port}",
             "image": choices.image.image,
+            # Whether clients must present one of ascend_proxy_api_keys (never the keys).
+            "auth": auth.proxy,
             "prefill": [_backend(r) for r in flat if r["role"] == "prefill"],
             "decode": [_backend(r) for r in flat if r["role"] == "decode"],
         }

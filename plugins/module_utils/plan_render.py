@@ -130,18 +130,23 @@ def env_prepend(host: Host, pd: bool) -> Dict[str, str]:
     return prepend
 
 
-def entrypoint(prepend: Mapping[str, str]) -> Optional[List[str]]:
-    """A /bin/sh entrypoint that prepends paths to the image's env, then runs the argv (the
-    container's command) as the container's main process; None when nothing is prepended.
+def entrypoint(prepend: Mapping[str, str], secret_files: Optional[Mapping[str, str]] = None) -> Optional[List[str]]:
+    """A /bin/sh entrypoint that prepends paths to the image's env and reads secrets into the
+    environment, then runs the argv (the container's command) as the container's main process;
+    None when there is nothing to do.
 
     ``docker run -e LD_LIBRARY_PATH=...`` would replace the image's value (which carries the
     CANN libraries); ``"${VAR:+:$VAR}"`` keeps it, as the guide's ``:$LD_LIBRARY_PATH`` does.
-    ``exec`` makes vLLM the main process, so ``docker stop`` reaches it.
+    ``secret_files`` maps a variable to a file mounted in the container (``VLLM_API_KEY``): read
+    at start, so that the value is in the process's environment only, never in the container's
+    configuration (``docker inspect`` shows ``Config.Env`` and the command to anyone with access
+    to the Docker socket). ``exec`` makes vLLM the main process, so ``docker stop`` reaches it.
     """
-    if not prepend:
+    exports = [f'export {k}={shlex.quote(v)}"${{{k}:+:${k}}}"' for k, v in prepend.items()]
+    exports += [f'{k}="$(cat {shlex.quote(path)})" || exit 1; export {k}' for k, path in (secret_files or {}).items()]
+    if not exports:
         return None
-    exports = "; ".join(f'export {k}={shlex.quote(v)}"${{{k}:+:${k}}}"' for k, v in prepend.items())
-    return ["/bin/sh", "-c", f'{exports}; exec "$@"', "vllm-start"]
+    return ["/bin/sh", "-c", f'{"; ".join(exports)}; exec "$@"', "vllm-start"]
 
 
 def weights(model: Model, flags: Mapping[str, Any]) -> List[Dict[str, str]]:
@@ -181,9 +186,11 @@ def container(
     prepend: Mapping[str, str],
     model: Model,
     settings: ContainerSettings,
+    secret_files: Optional[Mapping[str, str]] = None,
 ) -> Dict[str, Any]:
     """The container of a server: every chip of the host, as the guide's docker run has them
-    (ASCEND_RT_VISIBLE_DEVICES picks the server's), the driver mounts and the weights."""
+    (ASCEND_RT_VISIBLE_DEVICES picks the server's), the driver mounts and the weights;
+    ``secret_files`` maps an environment variable to ``(host file, path in the container)``."""
     view = server.host.view
     devices = [f"/dev/davinci{i}" for i in range(server.host.chips_per_node)]
     devices += view.get("ascend_device_nodes", to_str_list) or []
@@ -198,6 +205,7 @@ def container(
         if hccn_conf:
             volumes.append(f"{hccn_conf}:{hccn_conf}:ro")
     volumes += view.get("ascend_container_mounts_extra", to_str_list, required=False) or []
+    volumes += [f"{on_host}:{inside}:ro" for on_host, inside in (secret_files or {}).values()]
     return {
         "name": name,
         "image": image,
@@ -208,5 +216,5 @@ def container(
         "ipc_mode": settings.ipc_mode,
         "network_mode": "host",  # HCCL, Mooncake and the DP group address the host's own IPs and ports
         "env": env,
-        "entrypoint": entrypoint(prepend),
+        "entrypoint": entrypoint(prepend, {k: inside for k, (_, inside) in (secret_files or {}).items()}),
     }

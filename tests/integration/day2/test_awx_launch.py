@@ -28,8 +28,16 @@ pytestmark = pytest.mark.docker
 
 TEMPLATES = {t["name"]: t for t in job_templates()}
 # Set in the credential, never in a template or a survey; must not appear in any job output.
-ENDPOINT_KEY = "awx-test-endpoint-key-5f1c"
-CREDENTIAL = {"registry": "quay.io", "registry_username": "", "registry_password": "", "endpoint_api_key": ENDPOINT_KEY}
+# (The deployment's API keys stay empty: later tests expect an unkeyed deployment;
+# tests/integration/day2/test_zx_keys.py runs a keyed one.)
+SECRET = "awx-test-registry-secret-5f1c"
+CREDENTIAL = {
+    "registry": "quay.io",
+    "registry_username": "",
+    "registry_password": SECRET,
+    "vllm_api_key": "",
+    "proxy_api_key": "",
+}
 
 
 def run(day2: Day2, tmp_path: Path, name: str, inventory: Path | None = None, **kwargs: Any):
@@ -39,7 +47,7 @@ def run(day2: Day2, tmp_path: Path, name: str, inventory: Path | None = None, **
         TEMPLATES[name], job_dir, inventory or day2.inventory, credential_inputs=CREDENTIAL, extra_vars=extra, **kwargs
     )
     output = runner.stdout.read()
-    assert ENDPOINT_KEY not in output, f"{name}: the endpoint key is in the job output"
+    assert SECRET not in output, f"{name}: the credential's secret is in the job output"
     return runner, output
 
 
