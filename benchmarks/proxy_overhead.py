@@ -7,22 +7,37 @@ generator (aiohttp client, SSE parsed per event, TTFT = time to the first event 
 content), alternating them in rounds: ``direct`` (to the decode instance alone, the baseline of
 the targets), ``pd`` (the load generator does the prefill and the decode itself: the PD hop
 without the proxy) and ``proxy``. ``proxy - direct`` is what the targets judge; ``proxy - pd``
-is the proxy's own share. Three measurements, against the proxy's design targets
-(benchmarks/README.md):
+is the proxy's own share. The measurements, against the proxy's design targets and its own
+budget (benchmarks/README.md):
 
 1. per-request overhead: 1 stream, zero simulated latency, 16 output tokens, streaming:
    p50/p99 TTFT and total time, direct vs proxy; target added p99 <= 1 ms (PD hop included);
+   the proxy's own share (``proxy - pd``) <= 0.3 ms p50 and <= 1 ms p99 TTFT;
 2. under load: 64 and 256 streams, 20 ms per output token: requests/s and p99 TTFT; targets
    proxy >= 95 % of direct's requests/s, added p99 TTFT <= 2 ms at 256 streams;
-3. ceiling: requests/s through the proxy (one process) at 256 streams, zero latency.
+3. ceiling: requests/s through the proxy (one process) at 256 streams, zero latency; its proxy
+   CPU per 16-token request, target <= 0.4 ms;
+4. long outputs: 4 streams, zero latency, 1024 tokens (``ignore_eos``): proxy CPU per relayed
+   SSE event, target <= 10 us;
+5. a large prompt: 1 stream, a ~200k-token (~800 KB) body: added latency and proxy CPU, beside
+   what one json.loads and two json.dumps of that body cost here (measured, not judged);
+6. workers: the same proxy with ``workers: 2`` beside the one-worker proxy, 64 streams, zero
+   latency: requests/s, CPU per request over all the proxy's processes, requests per worker
+   (the ``x-ascend-proxy-worker`` answer header); targets: each worker within 20 % of the mean
+   share, CPU per request at most 10 % above one worker's. Skipped, with the reason in the
+   results, when the proxy's ``--check-config`` rejects the key.
 
-The proxy runs pinned to CPU 1; the backends and this load generator to CPU 0 (when the
-machine has at least 2 CPUs). For every run the proxy's CPU time (/proc/PID/stat) and each
-CPU's total busy time (/proc/stat) are recorded, so a proxy starved by other processes, or a
-ceiling set by CPU 0 rather than by the proxy, is visible.
+The proxy runs pinned to CPU 1 (its workers inherit that); the backends and this load
+generator to CPU 0 (when the machine has at least 2 CPUs). For every run the proxy's CPU time
+(/proc/PID/stat, summed over its process tree) and each CPU's total busy time (/proc/stat) are
+recorded, so a proxy starved by other processes, or a ceiling set by CPU 0 rather than by the
+proxy, is visible.
 
-Usage: ``python benchmarks/proxy_overhead.py [--quick] [--profile]`` (``make bench``).
-Writes ``benchmarks/results/proxy_overhead.json`` and ``.svg`` and prints a Markdown table.
+Usage: ``python benchmarks/proxy_overhead.py [--quick] [--profile] [--proxy-src DIR] [--name STEM]``
+(``make bench``). ``--proxy-src`` measures the ``ascend_pd_proxy`` package of another source
+tree (its path and commit are recorded); ``--profile`` keeps the proxy's top functions in the
+JSON. Writes ``benchmarks/results/STEM.json`` and ``.svg`` (STEM ``proxy_overhead`` by default)
+and prints a Markdown table.
 This is a measurement, not a test: nothing here fails on a missed target.
 """
 
