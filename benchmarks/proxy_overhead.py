@@ -637,7 +637,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             # pd relays nothing more than direct here: direct is the reference for the events
             Config(LONG, 4, n(120), 8, long_body, ("direct", "proxy")),
             # ~1 s per PD request: the simulated backends tokenize 200k tokens each (CPU 0)
-            Config(LARGE, 1, max(8, int(24 * scale)), 2, large_body),
+            Config(LARGE, 1, max(6, int(12 * scale)), 2, large_body),
         ],
         0.02: [
             Config("64 streams, 20 ms/token", 64, n(1500), n(128), small),
