@@ -657,7 +657,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     print(f"# proxy: {info['proxy_src']} at {info['proxy_commit'] or 'unknown commit'}", file=sys.stderr)
     runs: Dict[str, Dict[str, Summary]] = {}
-    profiles: Dict[str, Path] = {}
+    profiles: Dict[str, Dict[str, Any]] = {}
     args.results.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="proxy-bench-") as tmp:
         work = Path(tmp)
@@ -667,7 +667,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             info["workers_skipped"] = workers_support(work, args.proxy_python, args.proxy_src)
         for decode_s, configs in plan.items():
             label = f"d{int(decode_s * 1000)}ms"
-            profile = args.results / f"proxy_profile_{label}.prof" if args.profile else None
+            profile = work / f"proxy_profile_{label}.prof" if args.profile else None  # summarised below
             with stack(work, decode_s, label, pin, profile, args.proxy_python, args.proxy_src) as st:
                 routes = {
                     "direct": Route(st.decode_url + CHAT),
@@ -698,7 +698,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         )
                     print(f"#   ({time.monotonic() - t0:.0f} s, load {_loadavg()[0]})", file=sys.stderr)
             if profile is not None:
-                profiles[label] = profile
+                profiles[label] = profile_summary(profile)  # before the temporary directory goes
     info["loadavg_end"] = _loadavg()
     settings = {
         "output_tokens": OUTPUT_TOKENS,
@@ -710,8 +710,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "profile": args.profile,
     }
     stem = f"{args.name}_profiled" if args.profile else args.name  # keep the real numbers
-    summaries = {label: profile_summary(path) for label, path in profiles.items()}
-    publish(runs, info, settings, args.results / stem, summaries)
+    publish(runs, info, settings, args.results / stem, profiles)
     return 0
 
 

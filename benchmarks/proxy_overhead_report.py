@@ -364,9 +364,19 @@ def render_table(
     return "\n".join(lines)
 
 
+# The event loop's wait for I/O: idle time, not work. Left out of the ranking and of the busy
+# total the shares are of (cumulative times of the loop's own frames still include it).
+IDLE_WAITS = frozenset(
+    f"<method '{method}' of 'select.{kind}' objects>"
+    for method, kind in (("poll", "epoll"), ("poll", "poll"), ("select", "select"), ("control", "kqueue"))
+) | {"<built-in method select.select>"}
+
+
 def profile_summary(prof: Path, top: int = 15) -> Dict[str, Any]:
     """The proxy's top functions of a cProfile dump, by own time and by cumulative time, for the JSON."""
-    stats = pstats.Stats(str(prof)).stats  # type: ignore[attr-defined]  # (file, line, name) -> counts
+    every = pstats.Stats(str(prof)).stats  # type: ignore[attr-defined]  # (file, line, name) -> counts
+    idle = sum(row[2] for key, row in every.items() if key[2] in IDLE_WAITS)
+    stats = {key: row for key, row in every.items() if key[2] not in IDLE_WAITS}
     total = sum(row[2] for row in stats.values())
 
     def rows(index: int) -> List[Dict[str, Any]]:
@@ -382,7 +392,7 @@ def profile_summary(prof: Path, top: int = 15) -> Dict[str, Any]:
             for key, (_, nc, tt, ct, _callers) in ranked
         ]
 
-    return {"total_s": round(total, 4), "by_tottime": rows(2), "by_cumtime": rows(3)}
+    return {"total_s": round(total, 4), "idle_s": round(idle, 4), "by_tottime": rows(2), "by_cumtime": rows(3)}
 
 
 def _where(key: Tuple[str, int, str]) -> str:
@@ -394,7 +404,8 @@ def _where(key: Tuple[str, int, str]) -> str:
 def render_profile(label: str, summary: Dict[str, Any], top: int = 10) -> str:
     """Markdown: the top functions by own time, with their share of the proxy's busy time."""
     lines = [
-        f"Proxy profile, {label} ({summary['total_s']} s of own time in all):",
+        f"Proxy profile, {label}: {summary['total_s']} s busy (shares are of this), "
+        f"{summary.get('idle_s', 0)} s waiting for I/O:",
         "",
         "| function | calls | own s | own share | cumulative s |",
         "|---|---:|---:|---:|---:|",

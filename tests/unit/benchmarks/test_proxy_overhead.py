@@ -6,6 +6,7 @@ import cProfile
 import importlib.util
 import json
 import math
+import select
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -180,6 +181,8 @@ def test_large_prompt_note_compares_with_a_parse_and_two_serialisations() -> Non
 
 
 def _busy_work() -> int:
+    with select.epoll() as poller:
+        poller.poll(0.02)  # the event loop's idle wait: not work
     return sum(json.loads(json.dumps(list(range(200))))[0] for _ in range(200))
 
 
@@ -195,6 +198,8 @@ def test_profile_summary_ranks_functions_and_round_trips_through_the_json(tmp_pa
     assert any("(_busy_work)" in row["function"] for row in summary["by_cumtime"])
     assert any(row["function"].startswith("json/") for row in summary["by_cumtime"])
     assert 0 < sum(row["tottime_share"] for row in summary["by_tottime"]) <= 1.0001
+    assert summary["idle_s"] >= 0.015 and summary["total_s"] < 0.5
+    assert not any("select.epoll" in row["function"] for row in summary["by_tottime"])
 
     info = {
         "date": "2026-12-04T15:00:00+00:00", "cpu_model": "AMD EPYC", "cores": 2, "python": "3.12.1",
