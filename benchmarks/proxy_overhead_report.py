@@ -429,6 +429,11 @@ class Panel:
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759")
 
 
+def _color(series: str, index: int) -> str:
+    """A path keeps its colour in every panel (the CPU panel has only the proxy paths)."""
+    return PALETTE[(PATHS.index(series) if series in PATHS else index) % len(PALETTE)]
+
+
 def _label(value: float) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
@@ -491,7 +496,7 @@ def render_svg(panels: Sequence[Panel], title: str = "", width: int = 900, panel
                 x = gx + s * bar_w
                 out.append(
                     f'<rect x="{x:.1f}" y="{y_top:.1f}" width="{bar_w * 0.95:.1f}" height="{y_zero - y_top:.1f}" '
-                    f'fill="{PALETTE[s % len(PALETTE)]}">'
+                    f'fill="{_color(name, s)}">'
                     f"<title>{escape(name)} {escape(category)}: {_label(v)}</title></rect>"
                 )
                 out.append(
@@ -504,9 +509,7 @@ def render_svg(panels: Sequence[Panel], title: str = "", width: int = 900, panel
             )
         for s, name in enumerate(panel.series):
             ly = plot_top + 18 * s
-            out.append(
-                f'<rect x="{width - right + 15}" y="{ly}" width="12" height="12" fill="{PALETTE[s % len(PALETTE)]}"/>'
-            )
+            out.append(f'<rect x="{width - right + 15}" y="{ly}" width="12" height="12" fill="{_color(name, s)}"/>')
             out.append(f'<text x="{width - right + 32}" y="{ly + 10}">{escape(name)}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
