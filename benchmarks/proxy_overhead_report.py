@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import pstats
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -208,6 +209,11 @@ def _fmt(value: Optional[float], digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def _signed(value: float) -> str:
+    """A difference with its sign: +1.50, -0.20 (a noisy run can make the proxy path faster)."""
+    return "-" if math.isnan(value) else f"{value:+.2f}"
+
+
 def _pct(value: float) -> str:
     return "-" if math.isnan(value) else f"{100 * value:.0f} %"
 
@@ -269,8 +275,8 @@ def large_note(runs: Dict[str, Dict[str, Summary]], info: Dict[str, Any]) -> str
         if base in run:
             b = run[base]
             text += (
-                f" proxy - {base} TTFT +{_fmt(proxy.ttft_p50_ms - b.ttft_p50_ms)} ms p50 / "
-                f"+{_fmt(proxy.ttft_p99_ms - b.ttft_p99_ms)} ms p99;"
+                f" proxy - {base} TTFT {_signed(proxy.ttft_p50_ms - b.ttft_p50_ms)} ms p50 / "
+                f"{_signed(proxy.ttft_p99_ms - b.ttft_p99_ms)} ms p99;"
             )
     text += f" proxy CPU {_fmt(proxy.proxy_cpu_us_per_request, 0)} us per request"
     small = runs.get("1 stream", {}).get("proxy")
@@ -392,7 +398,46 @@ def profile_summary(prof: Path, top: int = 15) -> Dict[str, Any]:
             for key, (_, nc, tt, ct, _callers) in ranked
         ]
 
-    return {"total_s": round(total, 4), "idle_s": round(idle, 4), "by_tottime": rows(2), "by_cumtime": rows(3)}
+    parts: Dict[str, float] = {}
+    for key, row in stats.items():
+        parts[_part(key)] = parts.get(_part(key), 0.0) + row[2]
+    by_part = [
+        {"part": part, "tottime_s": round(tt, 4), "tottime_share": round(tt / total, 4) if total else math.nan}
+        for part, tt in sorted(parts.items(), key=lambda item: -item[1])
+    ]
+    return {
+        "total_s": round(total, 4),
+        "idle_s": round(idle, 4),
+        "by_part": by_part,
+        "by_tottime": rows(2),
+        "by_cumtime": rows(3),
+    }
+
+
+_BUILTIN_RE = re.compile(r"<method '(\w+)' of '([\w.]+)' objects>|<built-in method ([\w.]+)>")
+
+
+def _part(key: Tuple[str, int, str]) -> str:
+    """Where a function's own time belongs: the proxy's code, aiohttp's client or server, asyncio, json,
+    or a built-in by its type (socket send/recv are the syscalls). A flat profile, where no single
+    function stands out, still shows which layer bounds the proxy this way."""
+    path, _, name = key
+    if path == "~":
+        match = _BUILTIN_RE.fullmatch(name)
+        if match and match.group(2):
+            owner = match.group(2)
+            return f"built-in {owner}" if "socket" not in owner else "socket syscalls"
+        return "built-in other"
+    folder, stem = Path(path).parent.name, Path(path).stem
+    if folder == "aiohttp":
+        if stem.startswith("client") or stem == "connector":
+            return "aiohttp client"
+        return "aiohttp server" if stem.startswith("web") else "aiohttp http/streams"
+    if folder == "ascend_pd_proxy":
+        return "proxy code"
+    if folder in ("asyncio", "json"):
+        return folder
+    return f"other ({folder})"
 
 
 def _where(key: Tuple[str, int, str]) -> str:
@@ -415,6 +460,11 @@ def render_profile(label: str, summary: Dict[str, Any], top: int = 10) -> str:
             f"| `{row['function']}` | {row['ncalls']} | {row['tottime_s']:.3f} | {_pct(row['tottime_share'])} "
             f"| {row['cumtime_s']:.3f} |"
         )
+    if summary.get("by_part"):  # results before the grouping have none
+        lines += ["", "| part | own s | own share |", "|---|---:|---:|"]
+        lines += [
+            f"| {row['part']} | {row['tottime_s']:.3f} | {_pct(row['tottime_share'])} |" for row in summary["by_part"]
+        ]
     return "\n".join(lines)
 
 

@@ -200,6 +200,8 @@ def test_profile_summary_ranks_functions_and_round_trips_through_the_json(tmp_pa
     assert 0 < sum(row["tottime_share"] for row in summary["by_tottime"]) <= 1.0001
     assert summary["idle_s"] >= 0.015 and summary["total_s"] < 0.5
     assert not any("select.epoll" in row["function"] for row in summary["by_tottime"])
+    parts = {row["part"]: row["tottime_share"] for row in summary["by_part"]}
+    assert parts["json"] > 0 and sum(parts.values()) == pytest.approx(1.0, abs=1e-3)
 
     info = {
         "date": "2026-12-04T15:00:00+00:00", "cpu_model": "AMD EPYC", "cores": 2, "python": "3.12.1",
@@ -216,3 +218,28 @@ def test_profile_summary_ranks_functions_and_round_trips_through_the_json(tmp_pa
     svg = stem.with_suffix(".svg").read_text()
     po.replot(stem.with_suffix(".json"))  # the saved numbers rebuild the same chart
     assert stem.with_suffix(".svg").read_text() == svg
+
+
+@pytest.mark.parametrize(
+    ("key", "part"),
+    [
+        (("/v/lib/python3.12/site-packages/aiohttp/client_reqrep.py", 1643, "send"), "aiohttp client"),
+        (("/v/lib/python3.12/site-packages/aiohttp/connector.py", 500, "connect"), "aiohttp client"),
+        (("/v/lib/python3.12/site-packages/aiohttp/web_protocol.py", 300, "data_received"), "aiohttp server"),
+        (("/v/lib/python3.12/site-packages/aiohttp/streams.py", 539, "_read_nowait_chunk"), "aiohttp http/streams"),
+        (("/work/wt-speed/proxy/ascend_pd_proxy/server.py", 661, "_relay"), "proxy code"),
+        (("/usr/lib/python3.12/asyncio/base_events.py", 1894, "_run_once"), "asyncio"),
+        (("/usr/lib/python3.12/json/encoder.py", 205, "iterencode"), "json"),
+        (("~", 0, "<method 'send' of '_socket.socket' objects>"), "socket syscalls"),
+        (("~", 0, "<method 'popleft' of 'collections.deque' objects>"), "built-in collections.deque"),
+        (("~", 0, "<built-in method builtins.len>"), "built-in other"),
+    ],
+)
+def test_profile_parts_group_functions_by_layer(key: tuple, part: str) -> None:
+    assert po._part(key) == part
+
+
+def test_large_prompt_note_keeps_the_sign_of_a_faster_proxy_path() -> None:
+    runs = {po.LARGE: {"pd": _summary(1.0, 1446.0), "proxy": _summary(1.1, 1290.0)}}
+    note = po.large_note(runs, {"large_body": {"bytes": 800_000, "loads_us": 900.0, "dumps_us": 3000.0}})
+    assert "proxy - pd TTFT -78.00 ms p50 / -156.00 ms p99;" in note
