@@ -424,10 +424,7 @@ def _part(key: Tuple[str, int, str]) -> str:
     path, _, name = key
     if path == "~":
         match = _BUILTIN_RE.fullmatch(name)
-        if match and match.group(2):
-            owner = match.group(2)
-            return f"built-in {owner}" if "socket" not in owner else "socket syscalls"
-        return "built-in other"
+        return "socket syscalls" if match and "socket" in (match.group(2) or "") else "built-ins (str, bytes, ...)"
     folder, stem = Path(path).parent.name, Path(path).stem
     if folder == "aiohttp":
         if stem.startswith("client") or stem == "connector":
@@ -437,7 +434,7 @@ def _part(key: Tuple[str, int, str]) -> str:
         return "proxy code"
     if folder in ("asyncio", "json"):
         return folder
-    return f"other ({folder})"
+    return "stdlib (other)" if folder.startswith("python3") else f"other ({folder or path})"
 
 
 def _where(key: Tuple[str, int, str]) -> str:
@@ -462,9 +459,11 @@ def render_profile(label: str, summary: Dict[str, Any], top: int = 10) -> str:
         )
     if summary.get("by_part"):  # results before the grouping have none
         lines += ["", "| part | own s | own share |", "|---|---:|---:|"]
-        lines += [
-            f"| {row['part']} | {row['tottime_s']:.3f} | {_pct(row['tottime_share'])} |" for row in summary["by_part"]
-        ]
+        shown, rest = summary["by_part"][:top], summary["by_part"][top:]
+        lines += [f"| {row['part']} | {row['tottime_s']:.3f} | {_pct(row['tottime_share'])} |" for row in shown]
+        if rest:
+            own = sum(row["tottime_s"] for row in rest)
+            lines.append(f"| the rest ({len(rest)} parts) | {own:.3f} | {_pct(own / summary['total_s'])} |")
     return "\n".join(lines)
 
 

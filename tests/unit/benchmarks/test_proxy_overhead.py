@@ -202,6 +202,9 @@ def test_profile_summary_ranks_functions_and_round_trips_through_the_json(tmp_pa
     assert not any("select.epoll" in row["function"] for row in summary["by_tottime"])
     parts = {row["part"]: row["tottime_share"] for row in summary["by_part"]}
     assert parts["json"] > 0 and sum(parts.values()) == pytest.approx(1.0, abs=1e-3)
+    table = po.render_profile("d0ms", summary, top=2)
+    assert f"| the rest ({len(summary['by_part']) - 2} parts) |" in table
+    assert "s waiting for I/O" in table
 
     info = {
         "date": "2026-12-04T15:00:00+00:00", "cpu_model": "AMD EPYC", "cores": 2, "python": "3.12.1",
@@ -231,8 +234,11 @@ def test_profile_summary_ranks_functions_and_round_trips_through_the_json(tmp_pa
         (("/usr/lib/python3.12/asyncio/base_events.py", 1894, "_run_once"), "asyncio"),
         (("/usr/lib/python3.12/json/encoder.py", 205, "iterencode"), "json"),
         (("~", 0, "<method 'send' of '_socket.socket' objects>"), "socket syscalls"),
-        (("~", 0, "<method 'popleft' of 'collections.deque' objects>"), "built-in collections.deque"),
-        (("~", 0, "<built-in method builtins.len>"), "built-in other"),
+        (("~", 0, "<method 'recv_into' of '_socket.socket' objects>"), "socket syscalls"),
+        (("~", 0, "<method 'popleft' of 'collections.deque' objects>"), "built-ins (str, bytes, ...)"),
+        (("~", 0, "<built-in method builtins.len>"), "built-ins (str, bytes, ...)"),
+        (("/usr/lib/python3.12/ssl.py", 500, "wrap_socket"), "stdlib (other)"),
+        (("/v/lib/python3.12/site-packages/yarl/_url.py", 300, "build"), "other (yarl)"),
     ],
 )
 def test_profile_parts_group_functions_by_layer(key: tuple, part: str) -> None:
