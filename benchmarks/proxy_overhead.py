@@ -175,15 +175,15 @@ class Stack:
     procs: List[subprocess.Popen] = field(default_factory=list)
 
 
-def proxy_config(prefill_url: str, decode_url: str, port: int, workers: int = 1) -> Dict[str, Any]:
-    """The proxy's JSON configuration; ``workers`` only when above 1, so a proxy without the key runs."""
+def proxy_config(prefill_url: str, decode_url: str, port: int, workers: Optional[int] = None) -> Dict[str, Any]:
+    """The proxy's JSON configuration; ``workers`` only when given, so a proxy without the key runs."""
     cfg: Dict[str, Any] = {
         "listen": {"host": HOST, "port": port},
         "prefill": {"instances": [prefill_url]},
         "decode": {"instances": [decode_url]},
         "log_level": "warning",
     }
-    if workers > 1:
+    if workers is not None:
         cfg["workers"] = workers
     return cfg
 
@@ -214,7 +214,7 @@ def start_proxy(
     profile: Optional[Path] = None,
     proxy_python: str = sys.executable,
     proxy_src: Path = ROOT / "proxy",
-    workers: int = 1,
+    workers: Optional[int] = None,
 ) -> Tuple[subprocess.Popen, str]:
     """One proxy in front of the pair, added to ``procs`` (for the caller to stop); its URL once healthy."""
     cfg_path = work / f"{label}-proxy.json"
@@ -250,6 +250,7 @@ def stack(
     profile: Optional[Path] = None,
     proxy_python: str = sys.executable,
     proxy_src: Path = ROOT / "proxy",
+    workers: Optional[int] = None,
 ) -> Iterator[Stack]:
     """A simulated prefill + decode pair and the proxy in front, stopped on exit."""
     if str(ROOT / "sim") not in sys.path:
@@ -300,7 +301,7 @@ def stack(
             urls[role] = f"http://{HOST}:{port}"
             _wait_http(urls[role] + "/health", proc, log)
         proxy, proxy_url = start_proxy(
-            work, label, urls["prefill"], urls["decode"], procs, pin, profile, proxy_python, proxy_src
+            work, label, urls["prefill"], urls["decode"], procs, pin, profile, proxy_python, proxy_src, workers
         )
         yield Stack(urls["prefill"], urls["decode"], proxy_url, proxy.pid, procs)
     finally:
@@ -661,14 +662,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="proxy-bench-") as tmp:
         work = Path(tmp)
-        if args.profile:  # cProfile sees one process: the workers' would be missing, and timings are distorted
-            info["workers_skipped"] = "not run under --profile"
-        else:
-            info["workers_skipped"] = workers_support(work, args.proxy_python, args.proxy_src)
+        rejected = workers_support(work, args.proxy_python, args.proxy_src)
+        # A proxy that knows the key gets workers: 1 spelled out, whatever its default: the
+        # "proxy" path is the one-worker baseline, and cProfile then sees the serving process.
+        one_worker = None if rejected else 1
+        # cProfile sees one process (the workers' would be missing) and distorts the timings
+        info["workers_skipped"] = "not run under --profile" if args.profile else rejected
         for decode_s, configs in plan.items():
             label = f"d{int(decode_s * 1000)}ms"
             profile = work / f"proxy_profile_{label}.prof" if args.profile else None  # summarised below
-            with stack(work, decode_s, label, pin, profile, args.proxy_python, args.proxy_src) as st:
+            with stack(work, decode_s, label, pin, profile, args.proxy_python, args.proxy_src, one_worker) as st:
                 routes = {
                     "direct": Route(st.decode_url + CHAT),
                     "pd": Route(st.decode_url + CHAT, prefill_url=st.prefill_url + CHAT),
