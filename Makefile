@@ -30,7 +30,7 @@ unit: venv ## Unit tests only (no Docker)
 faults: venv ## The fault matrix only; writes docs/faults.md from the run (needs Docker)
 	@tools/docker-engine.sh && sim/ascend-sim build && ASCEND_FAULTS_DOC=$(CURDIR)/docs/faults.md .venv/bin/pytest -m fault
 
-bench: venv ## Proxy overhead benchmark vs direct-to-decode (~5 min; ARGS=--quick for ~1 min)
+bench: venv ## Proxy overhead benchmark vs direct-to-decode (~5 min; ARGS=--quick for ~2 min)
 	@.venv/bin/python benchmarks/proxy_overhead.py $(ARGS)
 
 lock: ## Regenerate requirements/toolchain.txt from toolchain.in

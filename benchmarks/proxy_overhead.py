@@ -7,22 +7,37 @@ generator (aiohttp client, SSE parsed per event, TTFT = time to the first event 
 content), alternating them in rounds: ``direct`` (to the decode instance alone, the baseline of
 the targets), ``pd`` (the load generator does the prefill and the decode itself: the PD hop
 without the proxy) and ``proxy``. ``proxy - direct`` is what the targets judge; ``proxy - pd``
-is the proxy's own share. Three measurements, against the proxy's design targets
-(benchmarks/README.md):
+is the proxy's own share. The measurements, against the proxy's design targets and its own
+budget (benchmarks/README.md):
 
 1. per-request overhead: 1 stream, zero simulated latency, 16 output tokens, streaming:
    p50/p99 TTFT and total time, direct vs proxy; target added p99 <= 1 ms (PD hop included);
+   the proxy's own share (``proxy - pd``) <= 0.3 ms p50 and <= 1 ms p99 TTFT;
 2. under load: 64 and 256 streams, 20 ms per output token: requests/s and p99 TTFT; targets
    proxy >= 95 % of direct's requests/s, added p99 TTFT <= 2 ms at 256 streams;
-3. ceiling: requests/s through the proxy (one process) at 256 streams, zero latency.
+3. ceiling: requests/s through the proxy (one process) at 256 streams, zero latency; its proxy
+   CPU per 16-token request, target <= 0.4 ms;
+4. long outputs: 4 streams, zero latency, 1024 tokens (``ignore_eos``): proxy CPU per relayed
+   SSE event, target <= 10 us;
+5. a large prompt: 1 stream, a ~200k-token (~800 KB) body: added latency and proxy CPU, beside
+   what one json.loads and two json.dumps of that body cost here (measured, not judged);
+6. workers: the same proxy with ``workers: 2`` beside the one-worker proxy, 64 streams, zero
+   latency: requests/s, CPU per request over all the proxy's processes, requests per worker
+   (the ``x-ascend-proxy-worker`` answer header); targets: each worker within 20 % of the mean
+   share, CPU per request at most 10 % above one worker's. Skipped, with the reason in the
+   results, when the proxy's ``--check-config`` rejects the key.
 
-The proxy runs pinned to CPU 1; the backends and this load generator to CPU 0 (when the
-machine has at least 2 CPUs). For every run the proxy's CPU time (/proc/PID/stat) and each
-CPU's total busy time (/proc/stat) are recorded, so a proxy starved by other processes, or a
-ceiling set by CPU 0 rather than by the proxy, is visible.
+The proxy runs pinned to CPU 1 (its workers inherit that); the backends and this load
+generator to CPU 0 (when the machine has at least 2 CPUs). For every run the proxy's CPU time
+(/proc/PID/stat, summed over its process tree) and each CPU's total busy time (/proc/stat) are
+recorded, so a proxy starved by other processes, or a ceiling set by CPU 0 rather than by the
+proxy, is visible.
 
-Usage: ``python benchmarks/proxy_overhead.py [--quick] [--profile]`` (``make bench``).
-Writes ``benchmarks/results/proxy_overhead.json`` and ``.svg`` and prints a Markdown table.
+Usage: ``python benchmarks/proxy_overhead.py [--quick] [--profile] [--proxy-src DIR] [--name STEM]``
+(``make bench``). ``--proxy-src`` measures the ``ascend_pd_proxy`` package of another source
+tree (its path and commit are recorded); ``--profile`` keeps the proxy's top functions in the
+JSON. Writes ``benchmarks/results/STEM.json`` and ``.svg`` (STEM ``proxy_overhead`` by default)
+and prints a Markdown table.
 This is a measurement, not a test: nothing here fails on a missed target.
 """
 
@@ -45,13 +60,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from proxy_overhead_report import CEILING, PROXY_CPU, Sample, Summary, publish, replot, summarize
+from proxy_overhead_report import (
+    CEILING,
+    LARGE,
+    LONG,
+    PROXY_CPU,
+    SCALING,
+    WORKERS,
+    WORKERS_PATH,
+    Sample,
+    Summary,
+    profile_summary,
+    publish,
+    replot,
+    summarize,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 HOST = "127.0.0.1"
 MODEL = "bench-model"
 OUTPUT_TOKENS = 16
+LONG_OUTPUT_TOKENS = 1024
+LARGE_PROMPT_TOKENS = 200_000  # " tok" is one simulated token of 4 bytes: a ~800 KB body
+MAX_MODEL_LEN = 262_144  # room for the large prompt in the simulated model's context
 LOAD_CPU = 0  # the backends and this load generator; the proxy gets PROXY_CPU
 CHAT = "/v1/chat/completions"
 
@@ -69,6 +101,35 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(root: int) -> List[int]:
+    """``root`` and all its descendants (parents from /proc/PID/stat): a multi-worker proxy's processes."""
+    children: Dict[int, List[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):  # gone meanwhile
+            with open(f"/proc/{entry}/stat", encoding="ascii") as handle:
+                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time of a proxy and every worker process it started (0 for no proxy)."""
+    if not root:
+        return 0.0
+    total = 0.0
+    for pid in process_tree(root):
+        with contextlib.suppress(OSError):  # a process that exited between the listing and here
+            total += cpu_seconds(pid)
+    return total
 
 
 def _pin(cpu: Optional[int]) -> Any:
@@ -114,6 +175,72 @@ class Stack:
     procs: List[subprocess.Popen] = field(default_factory=list)
 
 
+def proxy_config(prefill_url: str, decode_url: str, port: int, workers: Optional[int] = None) -> Dict[str, Any]:
+    """The proxy's JSON configuration; ``workers`` only when given, so a proxy without the key runs."""
+    cfg: Dict[str, Any] = {
+        "listen": {"host": HOST, "port": port},
+        "prefill": {"instances": [prefill_url]},
+        "decode": {"instances": [decode_url]},
+        "log_level": "warning",
+    }
+    if workers is not None:
+        cfg["workers"] = workers
+    return cfg
+
+
+def _proxy_env(proxy_src: Path) -> Dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(proxy_src))
+
+
+def workers_support(work: Path, proxy_python: str, proxy_src: Path) -> str:
+    """Why the proxy under test cannot run ``workers`` (its --check-config answer); "" when it can."""
+    cfg_path = work / "workers-check.json"
+    cfg_path.write_text(json.dumps(proxy_config("http://127.0.0.1:1", "http://127.0.0.1:2", free_port(), WORKERS)))
+    cmd = [proxy_python, "-m", "ascend_pd_proxy", "--config", str(cfg_path), "--check-config"]
+    done = subprocess.run(cmd, env=_proxy_env(proxy_src), capture_output=True, text=True, check=False)
+    if done.returncode == 0:
+        return ""
+    reason = (done.stderr or done.stdout).strip().splitlines()
+    return f"the proxy's configuration rejects workers: {WORKERS} ({reason[-1] if reason else done.returncode})"
+
+
+def start_proxy(
+    work: Path,
+    label: str,
+    prefill_url: str,
+    decode_url: str,
+    procs: List[subprocess.Popen],
+    pin: bool,
+    profile: Optional[Path] = None,
+    proxy_python: str = sys.executable,
+    proxy_src: Path = ROOT / "proxy",
+    workers: Optional[int] = None,
+) -> Tuple[subprocess.Popen, str]:
+    """One proxy in front of the pair, added to ``procs`` (for the caller to stop); its URL once healthy."""
+    cfg_path = work / f"{label}-proxy.json"
+    port = free_port()
+    cfg_path.write_text(json.dumps(proxy_config(prefill_url, decode_url, port, workers)))
+    cmd = [proxy_python]
+    if profile is not None:
+        cmd += ["-m", "cProfile", "-o", str(profile)]
+    cmd += ["-m", "ascend_pd_proxy", "--config", str(cfg_path)]
+    log = work / f"{label}-proxy.log"
+    with open(log, "w", encoding="utf-8") as out:
+        # Worker processes inherit the pinning: N workers share the proxy's CPU, so the CPU per
+        # request is comparable with one worker's and no worker takes the backends' CPU.
+        proxy = subprocess.Popen(
+            cmd,
+            env=_proxy_env(proxy_src),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_pin(PROXY_CPU if pin else None),
+        )
+    procs.append(proxy)
+    url = f"http://{HOST}:{port}"
+    _wait_http(url + "/health", proxy, log)
+    return proxy, url
+
+
 @contextlib.contextmanager
 def stack(
     work: Path,
@@ -122,6 +249,8 @@ def stack(
     pin: bool,
     profile: Optional[Path] = None,
     proxy_python: str = sys.executable,
+    proxy_src: Path = ROOT / "proxy",
+    workers: Optional[int] = None,
 ) -> Iterator[Stack]:
     """A simulated prefill + decode pair and the proxy in front, stopped on exit."""
     if str(ROOT / "sim") not in sys.path:
@@ -131,7 +260,7 @@ def stack(
     model = work / "model"
     model.mkdir(exist_ok=True)
     (model / "config.json").write_text(
-        json.dumps({"architectures": ["MiniMaxM2ForCausalLM"], "max_position_embeddings": 196608})
+        json.dumps({"architectures": ["MiniMaxM2ForCausalLM"], "max_position_embeddings": MAX_MODEL_LEN})
     )
     procs: List[subprocess.Popen] = []
     urls: Dict[str, str] = {}
@@ -171,28 +300,9 @@ def stack(
             procs.append(proc)
             urls[role] = f"http://{HOST}:{port}"
             _wait_http(urls[role] + "/health", proc, log)
-        proxy_port = free_port()
-        cfg = {
-            "listen": {"host": HOST, "port": proxy_port},
-            "prefill": {"instances": [urls["prefill"]]},
-            "decode": {"instances": [urls["decode"]]},
-            "log_level": "warning",
-        }
-        cfg_path = work / f"{label}-proxy.json"
-        cfg_path.write_text(json.dumps(cfg))
-        env = dict(os.environ, PYTHONPATH=str(ROOT / "proxy"))
-        cmd = [proxy_python]
-        if profile is not None:
-            cmd += ["-m", "cProfile", "-o", str(profile)]
-        cmd += ["-m", "ascend_pd_proxy", "--config", str(cfg_path)]
-        log = work / f"{label}-proxy.log"
-        with open(log, "w", encoding="utf-8") as out:
-            proxy = subprocess.Popen(
-                cmd, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_pin(PROXY_CPU if pin else None)
-            )
-        procs.append(proxy)
-        proxy_url = f"http://{HOST}:{proxy_port}"
-        _wait_http(proxy_url + "/health", proxy, log)
+        proxy, proxy_url = start_proxy(
+            work, label, urls["prefill"], urls["decode"], procs, pin, profile, proxy_python, proxy_src, workers
+        )
         yield Stack(urls["prefill"], urls["decode"], proxy_url, proxy.pid, procs)
     finally:
         for proc in reversed(procs):
@@ -202,15 +312,25 @@ def stack(
 # --- load generator -----------------------------------------------------------------------------
 
 
-def request_body() -> bytes:
-    return json.dumps(
-        {
-            "model": MODEL,
-            "messages": [{"role": "user", "content": "Explain prefill and decode disaggregation in one paragraph."}],
-            "max_tokens": OUTPUT_TOKENS,
-            "stream": True,
-        }
-    ).encode()
+PROMPT = "Explain prefill and decode disaggregation in one paragraph."
+
+
+def request_body(output_tokens: int = OUTPUT_TOKENS, prompt: str = PROMPT, ignore_eos: bool = False) -> bytes:
+    """A streaming chat request; ``ignore_eos`` (vLLM's sampling option) makes it run to ``max_tokens``."""
+    request: Dict[str, Any] = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": output_tokens,
+        "stream": True,
+    }
+    if ignore_eos:
+        request["ignore_eos"] = True
+    return json.dumps(request).encode()
+
+
+def large_prompt(tokens: int = LARGE_PROMPT_TOKENS) -> str:
+    """A prompt of ``tokens`` simulated tokens: 4 bytes each, as a 200k-token prompt is ~800 KB of JSON."""
+    return " tok" * tokens
 
 
 def _content(event: Dict[str, Any]) -> str:
@@ -256,16 +376,19 @@ async def one_request(session: Any, url: str, body: bytes, prefill_url: str = ""
     """POST one streaming request and read its SSE body event by event (after a prefill if ``prefill_url``)."""
     began = time.perf_counter()
     first: Optional[float] = None
-    tokens = 0
+    tokens = events = 0
+    worker = ""
     error = "the stream ended without [DONE]"
     try:
         if prefill_url:
             body = await _prefill(session, prefill_url, body)
         async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as answer:
+            worker = answer.headers.get("x-ascend-proxy-worker", "")
             if answer.status != 200:
                 text = (await answer.read())[:200].decode("utf-8", "replace")
                 return Sample(math.nan, time.perf_counter() - began, 0, False, f"HTTP {answer.status}: {text}")
             async for payload in _event_data(answer):
+                events += 1
                 if payload == "[DONE]":
                     error = "" if tokens else "no content event"
                     break
@@ -280,13 +403,14 @@ async def one_request(session: Any, url: str, body: bytes, prefill_url: str = ""
     except Exception as exc:  # a failed request is counted, not fatal
         error = f"{type(exc).__name__}: {exc}"[:200]
     end = time.perf_counter()
-    return Sample((first or end) - began, end - began, tokens, not error, error)
+    return Sample((first or end) - began, end - began, tokens, not error, error, events, worker)
 
 
 @dataclass(frozen=True)
 class Route:
     url: str  # where the streaming request goes
     prefill_url: str = ""  # set: the load generator does the prefill first (PD without the proxy)
+    proxy_pid: int = 0  # the proxy whose CPU time (all its processes) is charged to this path; 0: none
 
 
 async def _drive(session: Any, route: Route, body: bytes, concurrency: int, count: int, out: List[Sample]) -> None:
@@ -318,16 +442,16 @@ def _cpu(pids: Sequence[int]) -> float:
 
 
 async def measure_paths(
-    urls: Dict[str, Route], concurrency: int, requests: int, warmup: int, rounds: int, proxy_pid: int, side: List[int]
+    urls: Dict[str, Route], concurrency: int, requests: int, warmup: int, rounds: int, side: List[int], body: bytes
 ) -> Dict[str, Summary]:
     """Every path in turn, alternating the order in ``rounds`` (ABC CBA ...) so all see the same background load.
 
     ``side``: the pids sharing CPU 0 with this load generator (the backends); their CPU time
-    plus this process's is reported as ``side_cpu`` (1.0: CPU 0 was the bottleneck).
+    plus this process's is reported as ``side_cpu`` (1.0: CPU 0 was the bottleneck). Each
+    path's proxy CPU is that of its route's proxy, workers included.
     """
     import aiohttp
 
-    body = request_body()
     sessions = {
         path: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=120))
         for path in urls
@@ -344,11 +468,12 @@ async def measure_paths(
         for r in range(rounds):
             chunk = requests // rounds + (1 if r < requests % rounds else 0)
             for path in order if r % 2 == 0 else reversed(order):
-                p0, s0, c0, j0 = cpu_seconds(proxy_pid), _cpu(side), time.process_time(), cpu_times()
+                proxy_pid = urls[path].proxy_pid
+                p0, s0, c0, j0 = tree_cpu_seconds(proxy_pid), _cpu(side), time.process_time(), cpu_times()
                 t0 = time.perf_counter()
                 await _drive(sessions[path], urls[path], body, concurrency, chunk, samples[path])
                 elapsed[path] += time.perf_counter() - t0
-                proxy_cpu[path] += cpu_seconds(proxy_pid) - p0
+                proxy_cpu[path] += tree_cpu_seconds(proxy_pid) - p0
                 side_cpu[path] += _cpu(side) - s0 + time.process_time() - c0
                 for acc, (b0, t0_), (b1, t1) in zip(jiffies[path], j0, cpu_times()):
                     acc[0] += b1 - b0
@@ -411,34 +536,78 @@ def _interpreter(python: str) -> str:
     return f"{python} (Python {version}, {'uvloop' if uvloop == 'True' else 'asyncio event loop, no uvloop'})"
 
 
-def calibration_us(rounds: int = 20000) -> float:
-    """Microseconds for one json.dumps + json.loads of the request body here (machine speed at run time)."""
-    body = json.loads(request_body())
+def json_costs(body: bytes, rounds: int) -> Dict[str, float]:
+    """Microseconds for one json.loads and one json.dumps of ``body`` here (machine speed at run time)."""
     began = time.perf_counter()
     for _ in range(rounds):
-        json.loads(json.dumps(body))
-    return round(1e6 * (time.perf_counter() - began) / rounds, 2)
+        request = json.loads(body)
+    loads = time.perf_counter() - began
+    began = time.perf_counter()
+    for _ in range(rounds):
+        json.dumps(request)
+    dumps = time.perf_counter() - began
+    return {"bytes": len(body), "loads_us": round(1e6 * loads / rounds, 2), "dumps_us": round(1e6 * dumps / rounds, 2)}
+
+
+def calibration_us(rounds: int = 20000) -> float:
+    """Microseconds for one json.dumps + json.loads of the request body here (machine speed at run time)."""
+    costs = json_costs(request_body(), rounds)
+    return round(costs["loads_us"] + costs["dumps_us"], 2)
+
+
+def proxy_source(src: Path) -> Tuple[str, str]:
+    """The proxy's source directory and its commit (``-dirty`` with uncommitted changes there)."""
+    commit = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        git = ["git", "-C", str(src)]
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--", "."], capture_output=True, text=True).stdout
+        if commit and dirty.strip():
+            commit += "-dirty"
+    return str(src.resolve()), commit
 
 
 def _loadavg() -> List[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+@dataclass(frozen=True)
+class Config:
+    """One measured configuration: the load, the request body, and which paths it compares."""
+
+    name: str
+    streams: int
+    requests: int
+    warmup: int  # at least one request per stream, so every connection is open before measuring
+    body: bytes
+    paths: Tuple[str, ...] = ("direct", "pd", "proxy")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="about a minute: a quarter of the requests")
+    parser.add_argument("--quick", action="store_true", help="about two minutes: a quarter of the requests")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every request count by this")
     parser.add_argument("--rounds", type=int, default=4, help="direct/proxy alternations per configuration")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="run the proxy under cProfile (timings distorted); print its top functions",
+        help="run the proxy under cProfile (timings distorted, no multi-worker run); keep its top functions",
     )
     parser.add_argument(
         "--proxy-python",
         default=sys.executable,
         help="the interpreter that runs the proxy, e.g. one with uvloop as in the vLLM image (default: this one)",
+    )
+    parser.add_argument(
+        "--proxy-src",
+        type=Path,
+        default=ROOT / "proxy",
+        metavar="DIR",
+        help="the directory holding the ascend_pd_proxy package to measure (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--name", default="proxy_overhead", help="results file stem, e.g. proxy_overhead_after (default: %(default)s)"
     )
     parser.add_argument(
         "--replot", type=Path, metavar="JSON", help="measure nothing: print the table and redraw the SVG of a result"
@@ -448,6 +617,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.replot:
         replot(args.replot)
         return 0
+    if not (args.proxy_src / "ascend_pd_proxy" / "__main__.py").is_file():
+        parser.error(f"--proxy-src {args.proxy_src}: no ascend_pd_proxy package there")
     scale = args.scale * (0.25 if args.quick else 1.0)
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity")
     if pin:
@@ -456,59 +627,93 @@ def main(argv: Optional[List[str]] = None) -> int:
     def n(count: int) -> int:
         return max(20, int(count * scale))
 
-    # decode s/token -> (name, streams, measured requests, warm-up requests); warm-up >= streams
+    small = request_body()
+    long_body = request_body(LONG_OUTPUT_TOKENS, ignore_eos=True)  # else the fake model ends after ~50
+    large_body = request_body(OUTPUT_TOKENS, large_prompt())
+    # decode s/token -> configurations; warm-up >= streams
     plan = {
-        0.0: [("1 stream", 1, n(1000), n(100)), (CEILING, 256, n(2000), n(256))],
+        0.0: [
+            Config("1 stream", 1, n(1000), n(100), small),
+            Config(CEILING, 256, n(2000), n(256), small),
+            # pd relays nothing more than direct here: direct is the reference for the events
+            Config(LONG, 4, n(120), 8, long_body, ("direct", "proxy")),
+            # ~1 s per PD request: the simulated backends tokenize 200k tokens each (CPU 0)
+            Config(LARGE, 1, max(6, int(12 * scale)), 2, large_body),
+        ],
         0.02: [
-            ("64 streams, 20 ms/token", 64, n(1500), n(128)),
-            ("256 streams, 20 ms/token", 256, n(2000), n(256)),
+            Config("64 streams, 20 ms/token", 64, n(1500), n(128), small),
+            Config("256 streams, 20 ms/token", 256, n(2000), n(256), small),
         ],
     }
+    scaling = Config(SCALING, 64, n(1500), n(128), small, ("proxy", WORKERS_PATH))
     info = machine_info(pin)
     info["proxy_python"] = _interpreter(args.proxy_python)
+    info["proxy_src"], info["proxy_commit"] = proxy_source(args.proxy_src)
     info["loadavg_start"] = _loadavg()
     info["calibration_us"] = calibration_us()
+    info["large_body"] = json_costs(large_body, 20)
     print(f"# proxy overhead benchmark, {info['date']}", file=sys.stderr)
     print(
         f"# {info['cpu_model']}, {info['cores']} CPUs; {info['pinning']}; load {info['loadavg_start']}", file=sys.stderr
     )
+    print(f"# proxy: {info['proxy_src']} at {info['proxy_commit'] or 'unknown commit'}", file=sys.stderr)
     runs: Dict[str, Dict[str, Summary]] = {}
-    profiles: List[Path] = []
+    profiles: Dict[str, Dict[str, Any]] = {}
     args.results.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="proxy-bench-") as tmp:
+        work = Path(tmp)
+        rejected = workers_support(work, args.proxy_python, args.proxy_src)
+        # A proxy that knows the key gets workers: 1 spelled out, whatever its default: the
+        # "proxy" path is the one-worker baseline, and cProfile then sees the serving process.
+        one_worker = None if rejected else 1
+        # cProfile sees one process (the workers' would be missing) and distorts the timings
+        info["workers_skipped"] = "not run under --profile" if args.profile else rejected
         for decode_s, configs in plan.items():
             label = f"d{int(decode_s * 1000)}ms"
-            profile = args.results / f"proxy_profile_{label}.prof" if args.profile else None
-            with stack(Path(tmp), decode_s, label, pin, profile, args.proxy_python) as st:
-                urls = {
+            profile = work / f"proxy_profile_{label}.prof" if args.profile else None  # summarised below
+            with stack(work, decode_s, label, pin, profile, args.proxy_python, args.proxy_src, one_worker) as st:
+                routes = {
                     "direct": Route(st.decode_url + CHAT),
                     "pd": Route(st.decode_url + CHAT, prefill_url=st.prefill_url + CHAT),
-                    "proxy": Route(st.proxy_url + CHAT),
+                    "proxy": Route(st.proxy_url + CHAT, proxy_pid=st.proxy_pid),
                 }
-                side = [p.pid for p in st.procs if p.pid != st.proxy_pid]
-                for name, streams, requests, warmup in configs:
+                if decode_s == 0.0 and not info["workers_skipped"]:
+                    # the same proxy code with workers, in front of the same backends, alternated with one worker
+                    many, url = start_proxy(
+                        work, f"{label}-workers", st.prefill_url, st.decode_url, st.procs, pin,
+                        None, args.proxy_python, args.proxy_src, WORKERS,
+                    )  # fmt: skip
+                    routes[WORKERS_PATH] = Route(url + CHAT, proxy_pid=many.pid)
+                    configs = [*configs, scaling]
+                proxies = {r.proxy_pid for r in routes.values()}
+                side = [p.pid for p in st.procs if p.pid not in proxies]
+                for cfg in configs:
                     t0 = time.monotonic()
-                    runs[name] = asyncio.run(
-                        measure_paths(urls, streams, requests, warmup, args.rounds, st.proxy_pid, side)
+                    urls = {path: routes[path] for path in cfg.paths}
+                    runs[cfg.name] = asyncio.run(
+                        measure_paths(urls, cfg.streams, cfg.requests, cfg.warmup, args.rounds, side, cfg.body)
                     )
-                    for path, s in runs[name].items():
+                    for path, s in runs[cfg.name].items():
                         print(
-                            f"# {name} / {path}: {s.rps:.1f} req/s, TTFT p99 {s.ttft_p99_ms:.2f} ms, "
+                            f"# {cfg.name} / {path}: {s.rps:.1f} req/s, TTFT p99 {s.ttft_p99_ms:.2f} ms, "
                             f"{s.errors} errors {s.error_reasons or ''}",
                             file=sys.stderr,
                         )
                     print(f"#   ({time.monotonic() - t0:.0f} s, load {_loadavg()[0]})", file=sys.stderr)
             if profile is not None:
-                profiles.append(profile)
+                profiles[label] = profile_summary(profile)  # before the temporary directory goes
     info["loadavg_end"] = _loadavg()
-    settings = {"output_tokens": OUTPUT_TOKENS, "quick": args.quick, "scale": scale, "profile": args.profile}
-    stem = "proxy_overhead_profiled" if args.profile else "proxy_overhead"  # keep the real numbers
-    publish(runs, info, settings, args.results / stem)
-    for profile in profiles:
-        import pstats
-
-        print(f"\n# top functions of the proxy ({profile.name}), by own time", file=sys.stderr)
-        pstats.Stats(str(profile), stream=sys.stderr).sort_stats("tottime").print_stats(25)
+    settings = {
+        "output_tokens": OUTPUT_TOKENS,
+        "long_output_tokens": LONG_OUTPUT_TOKENS,
+        "large_prompt_tokens": LARGE_PROMPT_TOKENS,
+        "workers": WORKERS,
+        "quick": args.quick,
+        "scale": scale,
+        "profile": args.profile,
+    }
+    stem = f"{args.name}_profiled" if args.profile else args.name  # keep the real numbers
+    publish(runs, info, settings, args.results / stem, profiles)
     return 0
 
 
