@@ -52,6 +52,7 @@ def role_config() -> Dict[str, Any]:
         "retries": {"attempts": 3},
         "timeouts": {"client_body": 60.0, "connect": 5.0, "decode_first_chunk": 300.0, "idle": 120.0, "prefill": 600.0},
         "tls": {"certfile": None, "keyfile": None},
+        "workers": 1,
     }
 
 
