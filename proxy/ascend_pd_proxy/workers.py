@@ -23,7 +23,7 @@ from aiohttp import web
 
 from . import log
 from .aggregate import active_instances
-from .config import PHASES, ConfigError, Instance, parse_instance
+from .config import PHASES, Instance, parse_instance
 
 WORKER_HEADER = "x-ascend-proxy-worker"
 # A sibling busy with a burst answers in milliseconds; one that takes longer is left out of the
@@ -125,10 +125,11 @@ def control_app(
         return web.json_response(listing())
 
     async def change(request: web.Request) -> web.Response:
-        raw = await request.json()
+        # The public handler validated the body already; a sibling only re-reads it.
         try:
+            raw = await request.json()
             instance = parse_instance({k: raw.get(k) for k in ("url", "name", "group")}, raw["phase"])
-        except (ConfigError, KeyError) as exc:
+        except (ValueError, KeyError, AttributeError) as exc:  # ConfigError is a ValueError
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(apply(request.method, raw["phase"], instance))
 
