@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -61,6 +62,13 @@ async def serve(
     proxy = Proxy(cfg, config_path, siblings)
     runner = make_runner(proxy)
     await runner.setup()
+    if siblings is not None:
+        # A worker (re)started next to serving siblings: take over the instance lists they have
+        # (the admin API's changes too), and take connections only once the instances were
+        # checked. Each check, canary included, is bounded by health.timeout; 1 s of slack.
+        await siblings.adopt(proxy.reconcile)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(proxy.health_checks.first_round.wait(), cfg.health.timeout + 1.0)
     site = web.TCPSite(
         runner, cfg.host, cfg.port, ssl_context=ssl_context, backlog=2048, reuse_port=siblings is not None
     )
@@ -87,9 +95,7 @@ async def serve(
     control: Optional[web.AppRunner] = None
     orphaned: Optional[asyncio.Future[None]] = None
     if siblings is not None:
-        # Take over the instance lists a running sibling has (this worker may be a restart),
-        # then open the control socket: its appearance tells the supervisor "serving".
-        await siblings.adopt(proxy.reconcile)
+        # Last: the control socket's appearance tells the supervisor "serving".
         app = control_app(proxy.metrics.render, proxy.admin.listing, proxy.admin.apply)
         control = await serve_control(app, siblings.path)
         orphaned = asyncio.ensure_future(_until_orphaned(stop))
