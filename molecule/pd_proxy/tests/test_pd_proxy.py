@@ -224,7 +224,12 @@ def test_both_workers_answer_and_metrics_add_them_up(host):
     completions = {"model": MODEL, "prompt": "Ascend is", "max_tokens": 2}
     before = metric(host, "pd_proxy_requests_total", endpoint="/v1/completions", status="200") or 0
     out = host.check_output(
-        "python3 -c %s %s %s %s %s", SPREAD, f"http://127.0.0.1:{PORT}/v1/completions", KEY, json.dumps(completions), 60
+        "python3 -c %s %s %s %s %s",
+        SPREAD,
+        f"http://127.0.0.1:{PORT}/v1/completions",
+        KEY,
+        json.dumps(completions),
+        "60",
     )
     seen = json.loads(out)
     assert set(seen) == {"200 0", "200 1"}, seen  # every answer 200, from both workers
