@@ -7,14 +7,18 @@ configuration file stays the source of truth.
 from __future__ import annotations
 
 import hmac
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Tuple
 
 from aiohttp import web
 
 from . import log
+from .aggregate import merge_listings
 from .backends import Backend, Pool
 from .config import PHASES, ConfigError, Instance, parse_instance
 from .http_util import error_response, json_response
+
+if TYPE_CHECKING:
+    from .workers import Siblings
 
 
 class AdminRefusal(Exception):
@@ -39,6 +43,9 @@ class AdminAPI:
         self.pools = pools
         self.status = status  # the proxy's /health document, which the listing extends
         self.check_soon = check_soon  # an added instance is checked at once, not at the next round
+        # The other worker processes (workers > 1): the listing shows them all, a change
+        # reaches them all. None: this process is the whole proxy.
+        self.siblings: Optional[Siblings] = None
 
     def _check_key(self, request: web.Request) -> Optional[web.Response]:
         if self.key is None:
@@ -48,16 +55,25 @@ class AdminAPI:
             return error_response(401, "the admin API needs Authorization: Bearer <admin_api_key>")
         return None
 
-    async def list_backends(self, request: web.Request) -> web.Response:
-        denied = self._check_key(request)
-        if denied is not None:
-            return denied
+    def listing(self) -> Dict[str, Any]:
+        """This process's own view: the ``/health`` document and every backend."""
         backends = [
             {**b.describe(), "held_by": getattr(pool.held_by(b), "name", None)}
             for pool in self.pools.values()
             for b in pool.backends.values()
         ]
-        return json_response(200, {**self.status(), "backends": backends})
+        own = {**self.status(), "backends": backends}
+        if self.siblings is not None:
+            own["worker"] = self.siblings.worker
+        return own
+
+    async def list_backends(self, request: web.Request) -> web.Response:
+        denied = self._check_key(request)
+        if denied is not None:
+            return denied
+        if self.siblings is None:
+            return json_response(200, self.listing())
+        return json_response(200, merge_listings([self.listing(), *await self.siblings.listings()]))
 
     async def _target(self, request: web.Request) -> Tuple[str, Instance]:
         """The admin key checked, the ``{"phase", "url", "name"}`` body read; else an error response."""
@@ -77,25 +93,33 @@ class AdminAPI:
             raise AdminRefusal(error_response(400, str(exc), param="url")) from None
         return raw["phase"], instance
 
-    async def add_backend(self, request: web.Request) -> web.Response:
-        try:
-            phase, instance = await self._target(request)
-        except AdminRefusal as refusal:
-            return refusal.response
-        backend = self.pools[phase].add(instance)
-        log.info("admin API: added %s instance %s (%s)", phase, instance.name, instance.url)
-        self.check_soon(phase, backend)
-        return json_response(200, backend.describe())
-
-    async def remove_backend(self, request: web.Request) -> web.Response:
-        try:
-            phase, instance = await self._target(request)
-        except AdminRefusal as refusal:
-            return refusal.response
-        backend = self.pools[phase].remove(instance.url)
-        if backend is None:
-            return error_response(404, f"no {phase} instance {instance.url}")
+    def apply(self, method: str, phase: str, instance: Instance) -> Optional[Dict[str, Any]]:
+        """Add (``POST``) or remove (``DELETE``) an instance in this process; the backend's
+        description, or None when there was no such instance to remove."""
+        if method == "POST":
+            backend = self.pools[phase].add(instance)
+            log.info("admin API: added %s instance %s (%s)", phase, instance.name, instance.url)
+            self.check_soon(phase, backend)
+            return backend.describe()
+        removed = self.pools[phase].remove(instance.url)
+        if removed is None:
+            return None
         log.info(
-            "admin API: removed %s instance %s (%s), %d in flight", phase, backend.name, backend.url, backend.in_flight
+            "admin API: removed %s instance %s (%s), %d in flight", phase, removed.name, removed.url, removed.in_flight
         )
-        return json_response(200, backend.describe())
+        return removed.describe()
+
+    async def change_backend(self, request: web.Request) -> web.Response:
+        """``POST`` (add) and ``DELETE`` (remove) ``/admin/backends``, in every worker."""
+        try:
+            phase, instance = await self._target(request)
+        except AdminRefusal as refusal:
+            return refusal.response
+        described = self.apply(request.method, phase, instance)
+        if self.siblings is not None:
+            # Every worker, even when this one had nothing to remove: their lists are the same
+            # unless one was restarted meanwhile, and then this puts it right.
+            await self.siblings.apply(request.method, phase, instance)
+        if described is None:
+            return error_response(404, f"no {phase} instance {instance.url}")
+        return json_response(200, described)

@@ -95,6 +95,8 @@ class Config:
     drain_timeout: float = 60.0  # SIGTERM: how long in-flight requests may take to finish
     log_level: str = "info"
     access_log: bool = False
+    # Processes serving the port (SO_REUSEPORT): one is bound to one core. 1: no supervisor.
+    workers: int = 1
 
     def pool(self, phase: str) -> Pool:
         return self.prefill if phase == "prefill" else self.decode
@@ -232,6 +234,7 @@ TOP_KEYS = (
     "drain_timeout",
     "log_level",
     "access_log",
+    "workers",
 )
 
 
@@ -309,6 +312,7 @@ def parse(raw: Any) -> Config:
         drain_timeout=_number(raw, "drain_timeout", 60.0, "drain_timeout"),
         log_level=log_level,
         access_log=_flag(raw, "access_log", False, "access_log"),
+        workers=_number(raw, "workers", 1, "workers", integer=True),
     )
 
 

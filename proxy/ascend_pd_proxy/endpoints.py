@@ -18,11 +18,13 @@ import aiohttp
 from aiohttp import web
 
 from . import protocol
+from .aggregate import merge_metrics
 from .backends import Pool
 from .config import Config
 from .http_util import JSON, deadline, describe, error_response, json_response
 from .metrics import ProxyMetrics
 from .relay import OFF, SpecDecodeRelay
+from .workers import Siblings
 
 
 class ServiceEndpoints:
@@ -40,6 +42,7 @@ class ServiceEndpoints:
     spec_decode_relay: SpecDecodeRelay
     in_flight: int
     draining: bool
+    siblings: Optional[Siblings]
 
     def _check_client_key(self, request: web.Request) -> Optional[web.Response]:
         if not self.client_keys:
@@ -141,6 +144,10 @@ class ServiceEndpoints:
 
     async def scrape(self, request: web.Request) -> web.Response:
         text = self.metrics.render()
+        if self.siblings is not None:
+            # One proxy to Prometheus: the sum over the workers. The relayed instances' counters
+            # below are fetched by this worker alone, so they are not multiplied.
+            text = merge_metrics([text, *await self.siblings.metrics()])
         if request.query.get("relay", "true").lower() not in OFF and self.session is not None:
             text += "\n".join(await self.spec_decode_relay.render(self.session)) + "\n"
         return web.Response(text=text, content_type="text/plain", charset="utf-8")

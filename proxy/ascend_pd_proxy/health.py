@@ -48,6 +48,10 @@ class HealthChecks:
         self._loop_task: Optional[asyncio.Task] = None
         self._canary_models: Dict[str, str] = {}
         self._tasks: Set[asyncio.Future] = set()
+        # Set once every instance has had its first check: a worker restarted next to serving
+        # siblings waits for it before it takes connections, so none gets a 503 for "no healthy
+        # instance" that only means "not checked yet".
+        self.first_round = asyncio.Event()
 
     def start(self, session: aiohttp.ClientSession) -> None:
         self.session = session
@@ -62,6 +66,7 @@ class HealthChecks:
         while True:
             checks = [self._check(pool, b) for pool in self.pools.values() for b in pool.active()]
             await asyncio.gather(*checks)
+            self.first_round.set()
             await asyncio.sleep(self.settings.interval)
 
     def check_soon(self, phase: str, backend: Backend) -> None:

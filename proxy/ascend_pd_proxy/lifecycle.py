@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from aiohttp import web
 
 from . import log
 from .backends import Pool
-from .config import PHASES, Config, ConfigError, load
+from .config import PHASES, Config, ConfigError, Instance, load
 from .health import HealthChecks
 from .http_util import bearer_header
 
@@ -40,16 +40,23 @@ class Lifecycle:
             log.error("reload: %s; keeping the running configuration", exc)
             return
         for phase in PHASES:
-            for change in self.pools[phase].reconcile(new.pool(phase).instances):
+            for change in self.reconcile(phase, new.pool(phase).instances):
                 log.info("reload: %s", change)
-            for backend in self.pools[phase].active():
-                if backend.state == "unknown":
-                    self.health_checks.check_soon(phase, backend)
             self.auth_headers[phase] = bearer_header(new.pool(phase).api_key)
-        kept = [k for k in ("host", "port", "certfile", "keyfile") if getattr(new, k) != getattr(self.cfg, k)]
+        restart_only = ("host", "port", "certfile", "keyfile", "workers")
+        kept = [k for k in restart_only if getattr(new, k) != getattr(self.cfg, k)]
         if kept:
             log.warning("reload: %s changed; restart the proxy to apply", ", ".join(kept))
         self.client_keys = [key.encode() for key in new.api_keys]
+
+    def reconcile(self, phase: str, instances: Sequence[Instance]) -> List[str]:
+        """Make the ``phase`` pool hold exactly ``instances``, the new ones checked at once (not
+        at the next round); returns what changed, for the log."""
+        changes = self.pools[phase].reconcile(instances)
+        for backend in self.pools[phase].active():
+            if backend.state == "unknown":
+                self.health_checks.check_soon(phase, backend)
+        return changes
 
     async def drain(self, runner: web.AppRunner) -> None:
         """SIGTERM: stop listening, let in-flight requests finish (up to drain_timeout), stop."""

@@ -51,6 +51,7 @@ from .lifecycle import Lifecycle
 from .metrics import ProxyMetrics, backend_labels
 from .relay import SpecDecodeRelay
 from .sse import SSEEvent, SSEParser, stream_error
+from .workers import Siblings
 
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
 BACKEND_FAULT_4XX = protocol.BACKEND_FAULT_4XX
@@ -126,7 +127,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
     ``admin``).
     """
 
-    def __init__(self, cfg: Config, config_path: Optional[str] = None) -> None:
+    def __init__(self, cfg: Config, config_path: Optional[str] = None, siblings: Optional[Siblings] = None) -> None:
         self.cfg = cfg
         self.config_path = config_path
         self.pools: Dict[str, Pool] = {
@@ -148,6 +149,9 @@ class Proxy(ServiceEndpoints, Lifecycle):
         self._idle = asyncio.Event()
         self.health_checks = HealthChecks(cfg.health, self.pools, self.auth_headers)
         self.admin = AdminAPI(cfg.admin_api_key, self.pools, self._status, self.health_checks.check_soon)
+        # With workers > 1, the other processes serving the port: /metrics and the admin API
+        # speak for all of them, and answers name this one (workers.py).
+        self.siblings = self.admin.siblings = siblings
         self.metrics = ProxyMetrics(lambda: self.in_flight, self.pools)
         self.spec_decode_relay = SpecDecodeRelay(self.pools, self.auth_headers, cfg.health.timeout)
         self._group_aborts: Dict[asyncio.Task[Any], str] = {}  # handler -> why it was interrupted
@@ -165,9 +169,11 @@ class Proxy(ServiceEndpoints, Lifecycle):
         app.router.add_get("/healthcheck", self.health)  # the upstream example's path
         app.router.add_get("/metrics", self.scrape)
         app.router.add_get("/admin/backends", self.admin.list_backends)
-        app.router.add_post("/admin/backends", self.admin.add_backend)
-        app.router.add_delete("/admin/backends", self.admin.remove_backend)
+        app.router.add_post("/admin/backends", self.admin.change_backend)
+        app.router.add_delete("/admin/backends", self.admin.change_backend)
         app.router.add_route("*", "/{tail:.*}", self.not_found)
+        if self.siblings is not None:
+            app.on_response_prepare.append(self.siblings.tag)
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
         return app

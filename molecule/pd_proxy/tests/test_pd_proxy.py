@@ -1,9 +1,10 @@
 """Verify ascend.vllm.pd_proxy on the simulated node (see ../molecule.yml).
 
 The node runs a simulated prefill (port 7000) and decode (port 7100) instance (prepare.yml) and
-the proxy on port 8009 (converge.yml). Requests are sent from inside the node, where the proxy
-listens. The last tests run the role again from here: in --check with a changed setting, with
-an invalid setting, and with an added backend (SIGHUP, no restart); keep them last.
+the proxy on port 8009 with two worker processes (converge.yml). Requests are sent from inside
+the node, where the proxy listens. The last tests run the role again from here: in --check with
+a changed setting, with an invalid setting, and with an added backend (SIGHUP, no restart);
+keep them last.
 """
 
 from __future__ import annotations
@@ -202,6 +203,43 @@ def test_a_client_key_is_required(host):
     assert http(host, "POST", "/v1/chat/completions", chat(), key="wrong")["status"] == 401
 
 
+# Runs in the node: N completions, each on a new connection (urllib keeps none), as the kernel
+# spreads connections over the workers; prints how many each worker answered.
+SPREAD = r"""
+import collections, json, sys, urllib.request
+url, key, body, count = sys.argv[1], sys.argv[2], sys.argv[3].encode(), int(sys.argv[4])
+seen = collections.Counter()
+for _ in range(count):
+    req = urllib.request.Request(url, data=body, method="POST")
+    req.add_header("Content-Type", "application/json")
+    req.add_header("Authorization", "Bearer " + key)
+    with urllib.request.urlopen(req, timeout=60) as r:
+        r.read()
+        seen[f"{r.status} {r.headers.get('x-ascend-proxy-worker')}"] += 1
+print(json.dumps(seen))
+"""
+
+
+def test_both_workers_answer_and_metrics_add_them_up(host):
+    completions = {"model": MODEL, "prompt": "Ascend is", "max_tokens": 2}
+    before = metric(host, "pd_proxy_requests_total", endpoint="/v1/completions", status="200") or 0
+    out = host.check_output(
+        "python3 -c %s %s %s %s %s",
+        SPREAD,
+        f"http://127.0.0.1:{PORT}/v1/completions",
+        KEY,
+        json.dumps(completions),
+        "60",
+    )
+    seen = json.loads(out)
+    assert set(seen) == {"200 0", "200 1"}, seen  # every answer 200, from both workers
+    assert min(seen.values()) >= 10, seen
+    # Each worker answered fewer than 60: a scrape counting all 60 (whichever worker answers it)
+    # sums the workers.
+    after = metric(host, "pd_proxy_requests_total", endpoint="/v1/completions", status="200")
+    assert after == before + 60, (before, after, seen)
+
+
 def test_configuration_file(host):
     f = host.file(CONFIG)
     assert (f.user, f.group, f.mode) == ("root", "root", 0o600)
@@ -211,6 +249,7 @@ def test_configuration_file(host):
     assert config["prefill"]["instances"] == [{"name": f"{NODE}/vllm-prefill-dp0", "url": "http://127.0.0.1:7000"}]
     assert config["decode"]["instances"] == [{"name": f"{NODE}/vllm-decode-dp0", "url": "http://127.0.0.1:7100"}]
     assert config["drain_timeout"] == 5
+    assert config["workers"] == 2
     package = host.file(PACKAGE)
     assert (package.user, package.mode) == ("root", 0o644)
     # The zip holds the package's modules, the symlinked sse.py as a file, and nothing else.

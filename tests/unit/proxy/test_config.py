@@ -52,6 +52,7 @@ def role_config() -> Dict[str, Any]:
         "retries": {"attempts": 3},
         "timeouts": {"client_body": 60.0, "connect": 5.0, "decode_first_chunk": 300.0, "idle": 120.0, "prefill": 600.0},
         "tls": {"certfile": None, "keyfile": None},
+        "workers": 1,
     }
 
 
@@ -114,6 +115,7 @@ def test_minimal_file_gets_every_default() -> None:
     assert (cfg.prefix_affinity, cfg.affinity_prefix_chars) == (False, 2048)
     assert cfg.drain_timeout == 60.0
     assert (cfg.log_level, cfg.access_log) == ("info", False)
+    assert cfg.workers == 1  # one process, no supervisor: as before the key existed
     assert cfg.prefill.api_key is None and cfg.decode.api_key is None
     # A bare URL string gets its host:port as its name.
     assert cfg.prefill.instances[1] == Instance(url="http://10.0.0.1:7001", name="10.0.0.1:7001")
@@ -155,6 +157,11 @@ def test_survey_style_strings_are_converted() -> None:
     assert cfg.drain_timeout == 30.0
     assert cfg.access_log is True
     assert cfg.log_level == "debug"
+
+
+@pytest.mark.parametrize(("value", "expected"), [(2, 2), ("4", 4), (3.0, 3), (1, 1)])
+def test_workers_accepts_a_positive_integer(value: Any, expected: int) -> None:
+    assert config.parse({**minimal(), "workers": value}).workers == expected
 
 
 @pytest.mark.parametrize(
@@ -283,6 +290,11 @@ VALUE_ERRORS = [
     ("api_keys", {"key": "sk"}, "api_keys:", "non-empty strings"),
     ("timeouts", [5], "timeouts:", "expected an object"),
     ("listen", "0.0.0.0:8009", "listen:", "expected an object"),
+    ("workers", 0, "workers:", "greater than 0"),
+    ("workers", -2, "workers:", "greater than 0"),
+    ("workers", 1.5, "workers:", "expected an integer"),
+    ("workers", "many", "workers:", "expected a number"),
+    ("workers", True, "workers:", "expected a number"),
 ]
 
 
