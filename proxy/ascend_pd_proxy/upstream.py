@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import re
+import socket
 import ssl
 from typing import Deque, Dict, List, Mapping, Optional, Set
 from urllib.parse import urlsplit
@@ -212,7 +214,6 @@ class ResponseParser:
             if status == 101:
                 raise MalformedAnswer("101 Switching Protocols to a POST")
             return  # 100 Continue, 103 Early Hints: the real answer follows
-        self.status, self.headers = status, headers
         connection = headers.get("connection", "").lower()
         self.keep_alive = parts[0] == b"HTTP/1.1" and "close" not in connection
         coding = headers.get("transfer-encoding")
@@ -235,6 +236,7 @@ class ResponseParser:
             self._state = _LENGTH if self._remaining else self._finish()
         else:
             self._state, self.keep_alive = _UNTIL_EOF, False
+        self.status, self.headers = status, headers  # last: a head is in only once it is valid
 
     def _line(self, line: bytes) -> None:
         state = self._state
@@ -357,7 +359,7 @@ class _Connection(asyncio.Protocol):
         else:
             self.transport.write(head)
             self.transport.write(body)
-        while not parser.status:
+        while not parser.status or self.error is not None:
             if self.error is not None:
                 raise self.error
             if self.closed:  # closed without a word (an idle connection the server had just closed)
@@ -515,7 +517,7 @@ class _Pool:
         except ssl.SSLError as exc:  # a subclass of OSError: before it
             raise ConnectFailed(f"cannot connect: TLS: {exc}") from None
         except OSError as exc:
-            raise ConnectFailed(f"cannot connect: {exc.strerror or exc}") from None
+            raise ConnectFailed(f"cannot connect: {_os_reason(exc)}") from None
         self.all.add(conn)
         return conn
 
@@ -525,6 +527,15 @@ class _Pool:
             self._sweep = None
         for conn in list(self.all) + list(self.idle):
             conn.abort()
+
+
+def _os_reason(exc: OSError) -> str:
+    """``Connection refused`` rather than asyncio's ``Connect call failed ('10.0.0.1', 7000)``."""
+    if isinstance(exc, socket.gaierror):  # its errno is the resolver's, not errno's
+        return f"{exc.strerror or exc}"
+    if exc.errno and exc.errno > 0:
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)
 
 
 class Upstreams:
