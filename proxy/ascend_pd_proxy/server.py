@@ -650,6 +650,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
             self.metrics.first_chunk_seconds.observe((), time.perf_counter() - started)
             outcome = await self._relay(backend, upstream, framer, response, head)
             if outcome is None:
+                upstream.release(drain=True)  # after [DONE]: its connection may serve another request
                 self._ok(backend)
             else:
                 self._failed(backend, 502, outcome)

@@ -46,6 +46,10 @@ MAX_LINE = 8190  # one chunk-size or trailer line (aiohttp's max_line_size)
 KEEPALIVE = 75.0  # seconds an idle connection is kept (aiohttp's TCPConnector keepalive_timeout)
 PAUSE_ABOVE = 1 << 20  # stop reading from a backend while this much body is not consumed yet
 SMALL_BODY = 1 << 16  # smaller bodies go out in one write with the head (one TCP segment)
+# After a stream's [DONE], how long its last chunk (``0``, which uvicorn writes on its own) may
+# take, and how many more bytes may come, for the connection to be reused rather than closed.
+DRAIN_SECONDS = 1.0
+DRAIN_BYTES = 1 << 16
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
@@ -276,6 +280,7 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self.reused = False
         self.idle_since = 0.0
+        self.draining: Optional[asyncio.TimerHandle] = None  # see UpstreamResponse.release(drain=True)
         self._waiter: Optional[asyncio.Future[None]] = None
 
     # asyncio.Protocol
@@ -294,6 +299,16 @@ class _Connection(asyncio.Protocol):
         except UpstreamError as exc:
             self._fail(exc)
             return
+        if self.draining is not None:
+            self.buffered += sum(map(len, pieces))
+            if parser.done:
+                self.draining.cancel()
+                self.draining = None
+                self.body, self.buffered = [], 0
+                self.finished()
+            elif self.buffered > DRAIN_BYTES:
+                self.abort()
+            return
         if pieces:
             self.body.extend(pieces)
             self.buffered += sum(map(len, pieces))
@@ -307,6 +322,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.closed = True
+        self._stop_draining()
         self.pool.forget(self)
         parser = self.parser
         if parser is not None and not parser.done and self.error is None:
@@ -342,9 +358,15 @@ class _Connection(asyncio.Protocol):
         self.abort()
         self._wake()
 
+    def _stop_draining(self) -> None:
+        if self.draining is not None:
+            self.draining.cancel()
+            self.draining = None
+
     def abort(self) -> None:
         """Close at once (nothing left to flush matters): the backend sees its client leave."""
         self.closed = True
+        self._stop_draining()
         if self.transport is not None:
             self.transport.abort()
         self.pool.forget(self)
@@ -430,14 +452,29 @@ class UpstreamResponse:
                 return b"".join(pieces)
             pieces.append(data)
 
-    def release(self) -> None:
-        """Done with the answer: an unfinished one closes its connection (vLLM aborts the request)."""
+    def release(self, drain: bool = False) -> None:
+        """Done with the answer: an unfinished one closes its connection (vLLM aborts the request).
+
+        ``drain``: the caller has all it wants (a stream's ``[DONE]``) and the server is known
+        to be ending the body: what is left (uvicorn's last chunk, in a write of its own, so
+        often in a later read) is read and dropped, and the connection goes back to the pool
+        once the body is complete, instead of a new connection for the next request. It closes
+        if the end does not come within ``DRAIN_SECONDS`` or ``DRAIN_BYTES``.
+        """
         conn, self._conn = self._conn, None
-        if conn is not None:
-            if self._parser.done and not conn.body:
-                conn.finished()
-            else:
-                conn.abort()
+        if conn is None:
+            return
+        if self._parser.done:
+            conn.body, conn.buffered = [], 0
+            conn.finished()
+        elif drain and not conn.closed and conn.error is None:
+            conn.body, conn.buffered = [], 0
+            if conn.paused and conn.transport is not None:
+                conn.paused = False
+                conn.transport.resume_reading()
+            conn.draining = asyncio.get_running_loop().call_later(DRAIN_SECONDS, conn.abort)
+        else:
+            conn.abort()
 
     def close(self) -> None:
         """Close the connection now, from outside its reader (a DP group lost a rank)."""

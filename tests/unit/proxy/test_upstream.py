@@ -22,7 +22,17 @@ from ascend_pd_proxy.upstream import (
     ResponseParser,
     Upstreams,
 )
-from tests.unit.proxy.fakes import CHAT, HOST, answer, async_test, chat_body, eventually, running
+from tests.unit.proxy.fakes import (
+    CHAT,
+    HOST,
+    answer,
+    async_test,
+    chat_body,
+    eventually,
+    running,
+    stream_body,
+    vllm_answer,
+)
 from tests.unit.proxy.test_limits import self_signed
 
 JSON = "application/json"
@@ -253,10 +263,17 @@ async def test_a_connection_is_reused_only_after_its_answer_was_read_to_the_end(
             ).encode()
         )
         unread = await ups.post(base, CHAT, b"{}", HEADERS)
-        unread.release()  # not read: the connection cannot carry another request
-        await asyncio.wait_for(server.closed.wait(), 2)
+        await eventually(lambda: unread._parser.done)
+        unread.release()  # all in, only not consumed: the connection is in step, and reused
         await (await ups.post(base, CHAT, b"{}", HEADERS)).read()
-        assert server.connections == 2
+        assert server.connections == 1
+
+    server = RawServer(replying(SSE_ANSWER[:-5]))
+    async with server as base:
+        unfinished = await ups.post(base, CHAT, b"{}", HEADERS)
+        assert await unfinished.readany() == b"".join(EVENTS)
+        unfinished.release()  # its end not in: the connection cannot carry another request
+        await asyncio.wait_for(server.closed.wait(), 2)
     ups.close()
 
 
@@ -403,3 +420,67 @@ async def test_a_malformed_backend_answer_is_a_502_naming_the_backend(data: byte
         assert "decode instance d0" in reply.error() and problem in reply.error()
         s.prefill[0].behaviour = answer(404, {"error": {"message": "no such model", "code": 404}})
         assert (await s.post(CHAT, chat_body())).status == 404  # the proxy still serves
+
+
+def uvicorn_stream(pause: float) -> Any:
+    """A stream as uvicorn ends it: the last chunk (``0``) in a write of its own, ``pause`` after ``[DONE]``."""
+
+    async def handler(backend: Any, request: web.Request, body: Any) -> web.StreamResponse:
+        if not body.get("stream"):
+            return await vllm_answer(backend, request, body)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(stream_body(backend, request.path))
+        await asyncio.sleep(pause)
+        await response.write_eof()
+        return response
+
+    return handler
+
+
+@pytest.mark.parametrize("pause", [0.0, 0.05])
+@async_test
+async def test_streams_and_whole_answers_reuse_their_connections(pause: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    connects: List[str] = []
+    connect = upstream._Pool.connect
+
+    async def counted(pool: Any) -> Any:
+        connects.append(f"{pool.host}:{pool.port}")
+        return await connect(pool)
+
+    monkeypatch.setattr(upstream._Pool, "connect", counted)
+    async with running() as s:
+        s.decode[0].behaviour = uvicorn_stream(pause)
+        for stream in (True, False, True, True, False):
+            reply = await s.post(CHAT, chat_body(stream=stream))
+            assert reply.status == 200 and reply.body.rstrip().endswith(b"[DONE]" if stream else b"}")
+            await asyncio.sleep(2 * pause)  # the next request comes after the last chunk
+        # One connection each: a stream's goes back to its pool once its last chunk is in, after [DONE].
+        assert len(connects) == 2, connects
+
+
+@async_test
+async def test_a_drained_stream_is_reused_once_its_end_comes_and_closed_if_it_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(upstream, "DRAIN_SECONDS", 0.1)
+    cut = SSE_ANSWER.index(b"0\r\n\r\n")
+
+    async def end_late(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(SSE_ANSWER[:cut])
+        await asyncio.sleep(0.03)
+        writer.write(SSE_ANSWER[cut:])
+
+    ups = Upstreams(connect_timeout=1)
+    for reply, connections in ((end_late, 1), (replying(SSE_ANSWER[:cut]), 2), (replying(SSE_ANSWER + b"x"), 2)):
+        server = RawServer(reply)
+        async with server as base:
+            for _ in range(2):
+                streaming = await ups.post(base, CHAT, b"{}", HEADERS)
+                got = b""
+                while b"[DONE]" not in got:
+                    got += await streaming.readany()
+                streaming.release(drain=True)
+                await asyncio.sleep(0.2)  # past DRAIN_SECONDS
+            assert server.connections == connections
+    ups.close()
