@@ -278,7 +278,6 @@ class _Connection(asyncio.Protocol):
         self.error: Optional[UpstreamError] = None
         self.closed = False
         self.paused = False
-        self.reused = False
         self.idle_since = 0.0
         self.draining: Optional[asyncio.TimerHandle] = None  # see UpstreamResponse.release(drain=True)
         self._waiter: Optional[asyncio.Future[None]] = None
@@ -318,7 +317,7 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def eof_received(self) -> Optional[bool]:
-        return False  # close; connection_lost follows
+        return False  # close; connection_lost follows (a close-delimited body ends there)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.closed = True
@@ -412,8 +411,9 @@ class UpstreamResponse:
     """A backend's answer: ``status`` and ``content_type`` at once, the body as it comes.
 
     Read it to its end (``read()``, or ``readany()`` until ``b""``) and its connection goes back
-    to the pool by itself; ``release()`` (always, in a ``finally``) closes it otherwise, as does
-    ``close()`` at any time (which makes a pending read raise).
+    to the pool by itself. ``release()`` (always, in a ``finally``) does the same when the whole
+    answer has arrived, and closes the connection otherwise; ``close()`` closes it at any time
+    (a pending read raises).
     """
 
     __slots__ = ("_conn", "_parser", "content_type", "headers", "status")
@@ -506,8 +506,8 @@ class _Pool:
     def take(self) -> Optional[_Connection]:
         while self.idle:
             conn = self.idle.pop()
-            if not conn.closed:
-                conn.reused = True
+            # Closing: the server closed it (uvicorn does after 5 s idle), connection_lost is coming.
+            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
                 return conn
         return None
 

@@ -484,3 +484,27 @@ async def test_a_drained_stream_is_reused_once_its_end_comes_and_closed_if_it_do
                 await asyncio.sleep(0.2)  # past DRAIN_SECONDS
             assert server.connections == connections
     ups.close()
+
+
+@async_test
+async def test_a_body_ended_by_the_close_is_read_whole() -> None:
+    ups = Upstreams(connect_timeout=1)
+    server = RawServer(replying(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + JSON_BODY, close=True))
+    async with server as base:
+        for _ in range(2):
+            assert await (await ups.post(base, CHAT, b"{}", HEADERS)).read() == JSON_BODY
+        assert server.connections == 2
+    ups.close()
+
+
+@async_test
+async def test_no_connection_within_the_connect_timeout_is_a_504_naming_the_setting() -> None:
+    loop = asyncio.get_running_loop()
+
+    async def never(*_args: Any, **_kwargs: Any) -> Any:
+        await asyncio.sleep(3600)
+
+    loop.create_connection = never  # type: ignore[method-assign]
+    with pytest.raises(upstream.ConnectTimeout, match=r"no connection within 0.1 s \(timeouts.connect\)") as failed:
+        await Upstreams(connect_timeout=0.1).post(f"http://{HOST}:9", CHAT, b"{}", HEADERS)
+    assert failed.value.status == 504
