@@ -51,10 +51,10 @@ SMALL_BODY = 1 << 16  # smaller bodies go out in one write with the head (one TC
 DRAIN_SECONDS = 1.0
 DRAIN_BYTES = 1 << 16
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r\n]*?)[ \t]*")  # name: value
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _DIGITS = re.compile(r"[0-9]{1,18}")
-_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # control characters but tab, CR and LF
 
 
 class UpstreamError(Exception):
@@ -89,6 +89,10 @@ class MalformedAnswer(UpstreamError):
 # --- the parser ---------------------------------------------------------------------------------
 
 _HEAD, _LENGTH, _UNTIL_EOF, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILER, _DONE = range(8)
+# A chunk-size line (its extensions ignored), and the same after the CRLF that ends a chunk: what
+# the parser's line-by-line path accepts, in the form servers send it.
+_SIZE_LINE = rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]{0,%d})?\r?\n" % MAX_LINE
+_CHUNK_FAST = {_CHUNK_SIZE: re.compile(_SIZE_LINE), _CHUNK_END: re.compile(rb"\r?\n" + _SIZE_LINE)}
 
 
 class ResponseParser:
@@ -172,6 +176,14 @@ class ResponseParser:
                 self._head(data[pos:end])
                 pos = end + 4
             else:  # a line of the chunked framing
+                # Fast path, one regex for the usual case: the end of a chunk and the next size.
+                fast = _CHUNK_FAST[state].match(data, pos) if state != _TRAILER else None
+                if fast is not None:
+                    pos = fast.end()
+                    self._remaining = int(fast.group(1), 16)
+                    self._state = _CHUNK_DATA if self._remaining else _TRAILER
+                    continue
+                # Otherwise line by line: a line not complete yet, odd spacing, trailers, errors.
                 end = data.find(b"\n", pos)
                 if end < 0 or end - pos > MAX_LINE:
                     if end >= 0 or size - pos > MAX_LINE:
@@ -196,22 +208,23 @@ class ResponseParser:
         return _DONE
 
     def _head(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
+        # Decoded once (latin-1 maps every byte) and checked with one regex per line: this runs
+        # twice per client request.
+        bad = _CTL.search(head)
+        if bad is not None:
+            raise MalformedAnswer(f"a control character ({bad.group()!r}) in its head")
+        lines = head.decode("latin-1").split("\r\n")
         status_line = lines[0]
-        parts = status_line.split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
+        parts = status_line.split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
             raise MalformedAnswer(f"not an HTTP/1.x status line: {status_line[:80]!r}")
         status = int(parts[1])
         headers: Dict[str, str] = {}
         for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon or not _TOKEN.fullmatch(name):  # also a folded line (leading space)
+            match = _HEADER.fullmatch(line)
+            if match is None:  # no colon, a bad name, a folded line (leading space), a bare CR or LF
                 raise MalformedAnswer(f"bad header line: {line[:80]!r}")
-            value = value.strip(b" \t")
-            if _CTL.search(value):
-                raise MalformedAnswer(f"a control character in header {name.decode()}")
-            key = name.decode("ascii").lower()
-            text = value.decode("latin-1")
+            key, text = match.group(1).lower(), match.group(2)
             # Repeated headers join with commas (RFC 9110 5.3); Content-Length checks its copies below.
             headers[key] = f"{headers[key]}, {text}" if key in headers else text
         if 100 <= status < 200:
@@ -219,7 +232,7 @@ class ResponseParser:
                 raise MalformedAnswer("101 Switching Protocols to a POST")
             return  # 100 Continue, 103 Early Hints: the real answer follows
         connection = headers.get("connection", "").lower()
-        self.keep_alive = parts[0] == b"HTTP/1.1" and "close" not in connection
+        self.keep_alive = parts[0] == "HTTP/1.1" and "close" not in connection
         coding = headers.get("transfer-encoding")
         length = headers.get("content-length")
         if status in (204, 304):
