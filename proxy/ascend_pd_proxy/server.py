@@ -1,4 +1,5 @@
-"""The proxy's HTTP service: aiohttp server in front, one aiohttp client session behind.
+"""The proxy's HTTP service: aiohttp server in front; behind, a lean client (``upstream``) for
+prefill and decode, and an aiohttp client session for the rest.
 
 Per client request (``/v1/chat/completions`` or ``/v1/completions``): check the body (a bad
 one is a 4xx at once), then up to ``retries.attempts`` PD passes, each on instances not
@@ -25,7 +26,7 @@ import json
 import logging
 import time
 import uuid
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 import aiohttp
 from aiohttp import web
@@ -42,7 +43,6 @@ from .http_util import (
     backend_error,
     bearer_header,
     deadline,
-    describe,
     error_origin,
     error_response,
     json_response,
@@ -51,6 +51,7 @@ from .lifecycle import Lifecycle
 from .metrics import ProxyMetrics, backend_labels
 from .relay import SpecDecodeRelay
 from .sse import SSEEvent, SSEParser, stream_error
+from .upstream import UpstreamError, UpstreamResponse, Upstreams
 from .workers import Siblings
 
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
@@ -143,7 +144,8 @@ class Proxy(ServiceEndpoints, Lifecycle):
         }
         self.auth_headers = {phase: bearer_header(cfg.pool(phase).api_key) for phase in PHASES}
         self.client_keys = [key.encode() for key in cfg.api_keys]
-        self.session: Optional[aiohttp.ClientSession] = None
+        self.session: Optional[aiohttp.ClientSession] = None  # health checks and the other endpoints
+        self.upstreams: Optional[Upstreams] = None  # the generate hot path (prefill, decode)
         self.in_flight = 0
         self.draining = False
         self._idle = asyncio.Event()
@@ -196,9 +198,12 @@ class Proxy(ServiceEndpoints, Lifecycle):
             skip_auto_headers=("User-Agent",),
         )
         self.health_checks.start(self.session)
+        self.upstreams = Upstreams(self.cfg.timeouts.connect)
 
     async def _stop(self, _app: web.Application) -> None:
         await self.health_checks.stop()
+        if self.upstreams is not None:
+            self.upstreams.close()
         if self.session is not None:
             await self.session.close()
 
@@ -517,27 +522,26 @@ class Proxy(ServiceEndpoints, Lifecycle):
         Returns the 200 answer and when the exchange began; anything else raises (a
         BackendFailure to retry elsewhere, or a BackendRejection to relay).
         """
-        assert self.session is not None
+        assert self.upstreams is not None
         pool = self.pools[backend.phase]
         limit = getattr(self.cfg.timeouts, limit_key)
         pool.start(backend, tokens)
         task = _current_task(backend)
         began = time.perf_counter()
         try:
-            async with (
-                deadline(limit),
-                self.session.post(
-                    backend.url + path,
-                    data=payload,
-                    headers=self._headers(backend.phase, request_id),
-                ) as upstream,
-            ):
-                answer = await upstream.read()
-                status, content_type = upstream.status, upstream.content_type
+            async with deadline(limit):
+                upstream = await self.upstreams.post(
+                    backend.url, path, payload, self._headers(backend.phase, request_id)
+                )
+                try:
+                    answer = await upstream.read()
+                finally:
+                    upstream.release()
+            status, content_type = upstream.status, upstream.content_type
         except asyncio.TimeoutError:
             raise self._failed(backend, 504, f"no answer within {limit:g} s (timeouts.{limit_key})") from None
-        except aiohttp.ClientError as exc:
-            raise self._failed(backend, 502, describe(exc)) from None
+        except UpstreamError as exc:
+            raise self._failed(backend, exc.status, str(exc)) from None
         except asyncio.CancelledError:
             reason = self._aborted()
             if reason is None:
@@ -600,39 +604,37 @@ class Proxy(ServiceEndpoints, Lifecycle):
     ) -> web.StreamResponse:
         """Stream ``backend``'s answer (a decode, or a prefill serving alone) to the client,
         committing only once its first event is in (within ``timeouts.<first_limit_key>``)."""
-        assert self.session is not None
+        assert self.upstreams is not None
         pool = self.pools[backend.phase]
         first_limit = getattr(self.cfg.timeouts, first_limit_key)
         framer = protocol.SSEFramer()
         pool.start(backend, tokens)
         task = _current_task(backend)
         began = time.perf_counter()
-        upstream: Optional[aiohttp.ClientResponse] = None
+        upstream: Optional[UpstreamResponse] = None
         try:
             # Phase 1: nothing is sent to the client until the first event is in.
             try:
                 async with deadline(first_limit):
-                    upstream = await self.session.post(
-                        backend.url + request.path,
-                        data=payload,
-                        headers=self._headers(backend.phase, request_id),
+                    upstream = await self.upstreams.post(
+                        backend.url, request.path, payload, self._headers(backend.phase, request_id)
                     )
                     if upstream.status != 200:
                         self._check_status(backend, upstream.status, await upstream.read(), upstream.content_type)
-                    head, first = b"", []
-                    while not first:  # comments (": ping") are not events
-                        data = await upstream.content.readany()
+                    head, first = b"", None
+                    while first is None:  # comments (": ping") are not events
+                        data = await upstream.readany()
                         if not data:
                             raise self._failed(backend, 502, "the stream ended before its first event")
                         completed = framer.feed(data)
                         head += completed
-                        first = SSEParser().feed(completed) if completed else []
+                        first = next(_events(completed), None)
             except asyncio.TimeoutError:
                 raise self._failed(
                     backend, 504, f"no first event within {first_limit:g} s (timeouts.{first_limit_key})"
                 ) from None
-            except aiohttp.ClientError as exc:
-                raise self._failed(backend, 502, describe(exc)) from None
+            except UpstreamError as exc:
+                raise self._failed(backend, exc.status, str(exc)) from None
             except asyncio.CancelledError:
                 reason = self._aborted()
                 if reason is None:
@@ -641,7 +643,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
             finally:
                 # From here the client is written to: a lost group closes the upstream instead.
                 backend.tasks.discard(task)
-            message = _is_error_event(first[0])
+            message = _is_error_event(first)
             if message is not None:
                 raise self._failed(backend, 502, f"the stream failed before its first token: {message}", answered=True)
             self.metrics.phase_seconds.observe(backend_labels(backend), time.perf_counter() - began)
@@ -654,6 +656,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
             self.metrics.first_chunk_seconds.observe((), time.perf_counter() - started)
             outcome = await self._relay(backend, upstream, framer, response, head)
             if outcome is None:
+                upstream.release(drain=True)  # after [DONE]: its connection may serve another request
                 self._ok(backend)
             else:
                 self._failed(backend, 502, outcome)
@@ -672,7 +675,7 @@ class Proxy(ServiceEndpoints, Lifecycle):
     async def _relay(
         self,
         backend: Backend,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         framer: protocol.SSEFramer,
         response: web.StreamResponse,
         sent: bytes,
@@ -685,18 +688,18 @@ class Proxy(ServiceEndpoints, Lifecycle):
         while True:
             # Events are decoded only when their bytes may hold the end or an error (rare).
             if b"[DONE]" in out or b'"error"' in out:
-                for event in SSEParser().feed(out):
+                for event in _events(out, (b"[DONE]", b'"error"')):
                     if event.data == "[DONE]":
                         return error
                     error = error or _is_error_event(event)
             try:
                 async with deadline(idle):
-                    data = await upstream.content.readany()
+                    data = await upstream.readany()
             except asyncio.TimeoutError:
                 problem = f"no data for {idle:g} s (timeouts.idle)"
                 break
-            except aiohttp.ClientError as exc:
-                problem = describe(exc)
+            except UpstreamError as exc:
+                problem = str(exc)
                 break
             out = framer.feed(data)  # at the end (b""), what a trailing CR completes
             if out:
@@ -726,6 +729,17 @@ class OneLineClientErrors(logging.Filter):
             record.exc_info = record.exc_text = None
             record.levelno, record.levelname = logging.INFO, "INFO"
         return True
+
+
+def _events(framed: bytes, markers: Tuple[bytes, ...] = ()) -> Iterator[SSEEvent]:
+    """The events of ``framed`` (whole events, as :class:`protocol.SSEFramer` cuts them: LF line
+    ends, each ending with a blank line), decoded one at a time and only as far as the caller
+    reads, or only those whose bytes hold one of ``markers``. At zero latency a whole 16-token
+    stream comes in one read: decoding all of it to find its first event, or its ``[DONE]``,
+    was the proxy's largest cost after the HTTP client."""
+    for raw in framed.split(b"\n\n"):
+        if raw and (not markers or any(m in raw for m in markers)):
+            yield from SSEParser().feed(raw + b"\n\n")
 
 
 def _current_task(backend: Backend) -> Optional[asyncio.Task[Any]]:
