@@ -25,7 +25,7 @@ import os
 import re
 import socket
 import ssl
-from typing import Deque, Dict, List, Mapping, Optional, Set
+from typing import Deque, Dict, List, Mapping, Optional, Set, cast
 from urllib.parse import urlsplit
 
 from .http_util import deadline
@@ -298,8 +298,9 @@ class _Connection(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A cast, not an isinstance check: uvloop's transports (the vLLM image runs the proxy on
+        # uvloop) implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         parser = self.parser
