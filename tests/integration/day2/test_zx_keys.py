@@ -19,10 +19,11 @@ from typing import Dict, Iterator, List
 
 import pytest
 
+from tests.faults import FaultRecorder
 from tests.integration.day2.conftest import Day2, explain
 from tests.sim_cluster import ROOT, node
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.fault]
 
 PLAYBOOK = "playbooks/pd_1p2d.yml"
 
@@ -102,16 +103,36 @@ def test_the_plan_records_auth_flags_only(day2: Day2, keys: Keys) -> None:
     assert keys.hits("serve-commands.txt", (day2.plan_dir / "serve-commands.txt").read_text()) == []
 
 
-def test_without_a_key_the_proxy_and_the_instances_answer_401(day2: Day2, keys: Keys) -> None:
+def test_without_a_key_the_proxy_and_the_instances_answer_401(day2: Day2, keys: Keys, fault: FaultRecorder) -> None:
+    fault.describe(
+        case="requests without the key, keyed deployment",
+        layer="security",
+        injected="pd_1p2d.yml with ascend_vllm_api_key and ascend_proxy_api_keys from an ansible-vault file; "
+        "requests with no key, a wrong key, the instances' key at the proxy",
+        expected="401 from the proxy and from every instance on /v1; /health stays open",
+    )
     p = proxy(day2)
-    assert status(p["host"], f"http://127.0.0.1:{p['port']}/v1/models") == "401"
-    assert chat(day2, p["host"], f"http://127.0.0.1:{p['port']}", "sk-wrong") == "401"
-    # The instances' key is not a client key of the proxy.
-    assert chat(day2, p["host"], f"http://127.0.0.1:{p['port']}", keys.instances) == "401"
-    for server in servers(day2):
-        assert status(server["host"], f"http://127.0.0.1:{server['port']}/v1/models") == "401", server["name"]
-        # /health stays open (vLLM protects /v1 only): the health gates need no key.
-        assert status(server["host"], f"http://127.0.0.1:{server['port']}/health") == "200", server["name"]
+    proxy_url = f"http://127.0.0.1:{p['port']}"
+    at_proxy = [
+        status(p["host"], f"{proxy_url}/v1/models"),
+        chat(day2, p["host"], proxy_url, "sk-wrong"),
+        chat(day2, p["host"], proxy_url, keys.instances),  # the instances' key is not a client key
+    ]
+    at_instances = {
+        server["name"]: (
+            status(server["host"], f"http://127.0.0.1:{server['port']}/v1/models"),
+            # /health stays open (vLLM protects /v1 only): the health gates need no key.
+            status(server["host"], f"http://127.0.0.1:{server['port']}/health"),
+        )
+        for server in servers(day2)
+    }
+    v1, health = (sorted({answers[i] for answers in at_instances.values()}) for i in (0, 1))
+    fault.observe(
+        f"proxy: {', '.join(at_proxy)} (no key, wrong key, instances' key); {len(at_instances)} instances: "
+        f"/v1/models {v1}, /health {health}"
+    )
+    assert at_proxy == ["401"] * 3
+    assert all(answers == ("401", "200") for answers in at_instances.values()), at_instances
 
 
 def test_with_a_client_key_the_proxy_serves(day2: Day2, keys: Keys) -> None:
@@ -153,7 +174,14 @@ def test_check_diff_run_is_clean_and_shows_no_key(day2: Day2, keys: Keys) -> Non
     assert checked.returncode == 0, explain(checked)
 
 
-def test_no_key_in_outputs_logs_or_docker_inspect(day2: Day2, keys: Keys) -> None:
+def test_no_key_in_outputs_logs_or_docker_inspect(day2: Day2, keys: Keys, fault: FaultRecorder) -> None:
+    fault.describe(
+        case="key values in outputs and logs",
+        layer="security",
+        injected="3 fresh key values deployed; every playbook output of the run (deploy, benchmark, verify, "
+        "--check --diff), docker logs and docker inspect of every container searched for them",
+        expected="no hit",
+    )
     hits = [hit for what, text in keys.outputs.items() for hit in keys.hits(what, text)]
     assert len(keys.outputs) >= 1
     containers = [(s["host"], s["container"]["name"]) for s in servers(day2)] + [
@@ -163,6 +191,10 @@ def test_no_key_in_outputs_logs_or_docker_inspect(day2: Day2, keys: Keys) -> Non
         logs = node(host, "docker", "logs", name)
         hits += keys.hits(f"docker logs {host}/{name}", logs.stdout + logs.stderr)
         hits += keys.hits(f"docker inspect {host}/{name}", node(host, "docker", "inspect", name).stdout)
+    fault.observe(
+        f"{len(hits)} hits in {len(keys.outputs)} playbook outputs and {len(containers)} containers' logs and inspect"
+        + (f": {hits[:3]}" if hits else "")
+    )
     assert hits == []
 
 
