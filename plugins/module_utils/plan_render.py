@@ -216,5 +216,5 @@ def container(
         "ipc_mode": settings.ipc_mode,
         "network_mode": "host",  # HCCL, Mooncake and the DP group address the host's own IPs and ports
         "env": env,
-        "entrypoint": entrypoint(prepend, {k: inside for k, (_, inside) in (secret_files or {}).items()}),
+        "entrypoint": entrypoint(prepend, {k: inside for k, (_on_host, inside) in (secret_files or {}).items()}),
     }

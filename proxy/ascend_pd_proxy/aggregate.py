@@ -53,7 +53,7 @@ def merge_metrics(texts: Sequence[str]) -> str:
                 continue
             if not line or line.startswith("#"):
                 continue
-            key, _, raw = line.rpartition(" ")
+            key, _space, raw = line.rpartition(" ")
             try:
                 value = float(raw)
             except ValueError:
@@ -76,19 +76,20 @@ def merge_metrics(texts: Sequence[str]) -> str:
 
 def _merge_backend(entries: Sequence[Tuple[str, Mapping[str, Any]]]) -> Dict[str, Any]:
     """One backend as listed by several workers (``(worker id, entry)``)."""
-    first = entries[0][1]
+    views = [entry for _worker, entry in entries]
+    first = views[0]
     merged = dict(first)
-    merged["state"] = _first_ranked([e["state"] for _, e in entries], STATE_ORDER)
+    merged["state"] = _first_ranked([e["state"] for e in views], STATE_ORDER)
     for key in ("in_flight", "in_flight_tokens"):
-        merged[key] = sum(e.get(key, 0) for _, e in entries)
-    merged["consecutive_failures"] = max(e.get("consecutive_failures", 0) for _, e in entries)
-    merged["since"] = max(e.get("since", 0) for _, e in entries)
+        merged[key] = sum(e.get(key, 0) for e in views)
+    merged["consecutive_failures"] = max(e.get("consecutive_failures", 0) for e in views)
+    merged["since"] = max(e.get("since", 0) for e in views)
     # The error and DP-group hold of the worker whose view changed last: the newest news.
-    latest = max((e for _, e in entries), key=lambda e: e.get("since", 0))
+    latest = max(views, key=lambda e: e.get("since", 0))
     merged["last_error"] = latest.get("last_error") or next(
-        (e["last_error"] for _, e in entries if e.get("last_error")), None
+        (e["last_error"] for e in views if e.get("last_error")), None
     )
-    merged["held_by"] = next((e["held_by"] for _, e in entries if e.get("held_by")), None)
+    merged["held_by"] = next((e["held_by"] for e in views if e.get("held_by")), None)
     merged["workers"] = {worker: e["state"] for worker, e in entries}
     return merged
 

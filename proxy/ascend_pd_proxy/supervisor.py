@@ -137,7 +137,7 @@ class Supervisor:
             )
         except OSError as exc:
             return str(exc)
-        for family, kind, proto, _, address in infos:
+        for family, kind, proto, _canonname, address in infos:
             with socket.socket(family, kind, proto) as probe:
                 # As aiohttp binds: connections in TIME_WAIT do not hold the port.
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
